@@ -1,0 +1,339 @@
+//! Starting, watching and stopping the appliance: the control thread's life.
+//!
+//! The control thread owns the EAL, the mempool and the ports; workers borrow their queues
+//! inside a thread scope, so by construction no worker can outlive the ports it polls. After
+//! the workers stop, the ports are closed and the pool must be whole again: an mbuf missing at
+//! that point is a bug, and sheetcake says so loudly and exits non-zero.
+
+use crate::config::Settings;
+use sheetcake_dataplane::dpdk::{
+    tsc_hz, DpdkError, Eal, Mempool, MempoolConfig, Port, PortConfig, PortStats, RSS_IP,
+};
+use sheetcake_dataplane::worker::{
+    DropReason, PairQueues, PortQueues, PublishedCounters, Worker, WorkerCounters,
+};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the control thread wakes to check for a stop request.
+const CONTROL_TICK: Duration = Duration::from_millis(50);
+
+/// Why the appliance could not run, or ended badly.
+#[derive(Debug)]
+pub enum RunError {
+    /// DPDK refused to start something; the message says what to do.
+    Start(String),
+    /// Mbufs were missing from the pool after shutdown.
+    Leak {
+        /// Mbufs still out.
+        missing: u32,
+    },
+    /// Worker counters do not add up (received != sent + dropped).
+    Counters(String),
+}
+
+impl RunError {
+    /// Process exit code: 1 start failure, 3 leak, 4 counter mismatch.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Start(_) => 1,
+            RunError::Leak { .. } => 3,
+            RunError::Counters(_) => 4,
+        }
+    }
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Start(msg) => write!(f, "cannot start: {msg}"),
+            RunError::Leak { missing } => write!(
+                f,
+                "MBUF LEAK: {missing} packet buffers were not returned to the pool after \
+                 shutdown; this is a bug, please report it with the log above"
+            ),
+            RunError::Counters(msg) => write!(f, "COUNTER MISMATCH: {msg}; this is a bug"),
+        }
+    }
+}
+
+impl From<DpdkError> for RunError {
+    fn from(err: DpdkError) -> Self {
+        RunError::Start(err.to_string())
+    }
+}
+
+/// Advice for the start-up failures operators actually meet.
+fn eal_advice(err: &DpdkError) -> String {
+    format!(
+        "{err}\n  hints: run as root; production needs hugepages (echo 1024 > \
+         /proc/sys/vm/nr_hugepages, or 1 GiB pages on the kernel command line), tests and the \
+         demo can add \"--no-huge\" to [eal] args; another DPDK process with the same \
+         eal.file_prefix may be running"
+    )
+}
+
+/// Runs the appliance until SIGINT or SIGTERM.
+pub fn run(settings: &Settings) -> Result<(), RunError> {
+    let eal = Eal::init(&settings.eal_args).map_err(|e| RunError::Start(eal_advice(&e)))?;
+    let hz = tsc_hz(eal);
+    let pool = Mempool::new(
+        eal,
+        &MempoolConfig {
+            name: "sheetcake_mbufs".into(),
+            mbufs: settings.mbufs,
+            cache: settings.mbuf_cache,
+            private_bytes: 0,
+            data_room: settings.mbuf_data_room,
+        },
+    )?;
+    let workers = settings.worker_cores.len() as u16;
+    let port_config = PortConfig {
+        rx_queues: workers,
+        tx_queues: workers,
+        rx_descriptors: settings.rx_descriptors,
+        tx_descriptors: settings.tx_descriptors,
+        mtu: settings.mtu,
+        rss_hash: RSS_IP,
+    };
+
+    // [pair][core, access]
+    let mut ports: Vec<[Port; 2]> = Vec::new();
+    for pair in &settings.pairs {
+        let core = Port::start(eal, pair.ports[0].port_name(), &port_config, pool)?;
+        let access = Port::start(eal, pair.ports[1].port_name(), &port_config, pool)?;
+        println!(
+            "pair {}: core {} ({}) <-> access {} ({}) started",
+            pair.name,
+            core.device(),
+            core.driver(),
+            access.device(),
+            access.driver()
+        );
+        ports.push([core, access]);
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while stopping kills the process outright.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
+            .map_err(|e| RunError::Start(format!("cannot install the signal handler: {e}")))?;
+    }
+
+    let published: Vec<PublishedCounters> =
+        (0..workers).map(|_| PublishedCounters::default()).collect();
+    let finals = run_workers(settings, eal, hz, &ports, &published, &stop)?;
+
+    let mut totals = WorkerCounters::default();
+    for counters in &finals {
+        totals.rx_packets += counters.rx_packets;
+        totals.tx_packets += counters.tx_packets;
+        for (sum, n) in totals.dropped.iter_mut().zip(counters.dropped) {
+            *sum += n;
+        }
+    }
+    let port_totals: Vec<(String, PortStats)> = ports
+        .iter()
+        .flat_map(|pair| pair.iter())
+        .map(|p| (p.device().to_owned(), p.stats()))
+        .collect();
+    drop(ports);
+
+    let drops: Vec<String> = DropReason::ALL
+        .iter()
+        .map(|r| format!("{} {}", r.name(), totals.dropped(*r)))
+        .collect();
+    println!(
+        "stopped: workers received {} frames, sent {}, dropped {} ({})",
+        totals.rx_packets,
+        totals.tx_packets,
+        totals.dropped_total(),
+        drops.join(", ")
+    );
+    for (device, s) in &port_totals {
+        println!(
+            "  port {device}: rx {} tx {} missed {} rx-errors {} tx-errors {} no-mbuf {}",
+            s.rx_packets, s.tx_packets, s.rx_missed, s.rx_errors, s.tx_errors, s.rx_no_mbuf
+        );
+    }
+    let missing = pool.in_use();
+    println!(
+        "mempool: {} of {} mbufs in use after shutdown",
+        missing,
+        pool.size()
+    );
+    if missing != 0 {
+        return Err(RunError::Leak { missing });
+    }
+    if totals.rx_packets != totals.tx_packets + totals.dropped_total() {
+        return Err(RunError::Counters(format!(
+            "received {} != sent {} + dropped {}",
+            totals.rx_packets,
+            totals.tx_packets,
+            totals.dropped_total()
+        )));
+    }
+    println!("clean shutdown: every frame received was sent or counted as dropped");
+    Ok(())
+}
+
+/// Starts one worker per configured core, prints status until asked to stop, and returns each
+/// worker's final counters.
+fn run_workers(
+    settings: &Settings,
+    eal: &'static Eal,
+    hz: u64,
+    ports: &[[Port; 2]],
+    published: &[PublishedCounters],
+    stop: &AtomicBool,
+) -> Result<Vec<WorkerCounters>, RunError> {
+    let workers = settings.worker_cores.len();
+    // Hand every worker its queue on every port.
+    let mut per_worker: Vec<Vec<PairQueues<'_>>> = (0..workers).map(|_| Vec::new()).collect();
+    for pair in ports {
+        let [core, access] = pair;
+        let (core_rx, core_tx) = core.take_queues().expect("queues are taken once, here");
+        let (access_rx, access_tx) = access.take_queues().expect("queues are taken once, here");
+        for (w, (((crx, ctx), arx), atx)) in core_rx
+            .into_iter()
+            .zip(core_tx)
+            .zip(access_rx)
+            .zip(access_tx)
+            .enumerate()
+        {
+            per_worker[w].push(PairQueues {
+                ports: [
+                    PortQueues { rx: crx, tx: ctx },
+                    PortQueues { rx: arx, tx: atx },
+                ],
+            });
+        }
+    }
+
+    std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        for ((w, pairs), core) in per_worker
+            .into_iter()
+            .enumerate()
+            .zip(settings.worker_cores.iter().copied())
+        {
+            let counters = &published[w];
+            let handle = std::thread::Builder::new()
+                .name(format!("worker{w}"))
+                .spawn_scoped(scope, move || -> Result<WorkerCounters, String> {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                        return Err(format!("worker {w}: cannot pin the thread to core {core}"));
+                    }
+                    let lcore = eal.register_thread().map_err(|e| e.to_string())?;
+                    println!(
+                        "worker {w}: running on core {core} (lcore {})",
+                        lcore.lcore_id()
+                    );
+                    Ok(Worker::new(pairs, counters, hz).run(stop))
+                })
+                .map_err(|e| RunError::Start(format!("cannot start worker {w}: {e}")))?;
+            handles.push(handle);
+        }
+
+        status_loop(settings, ports, published, stop);
+
+        let mut finals = Vec::new();
+        for (w, handle) in handles.into_iter().enumerate() {
+            match handle.join() {
+                Ok(Ok(counters)) => finals.push(counters),
+                Ok(Err(msg)) => return Err(RunError::Start(msg)),
+                Err(_) => return Err(RunError::Start(format!("worker {w} panicked"))),
+            }
+        }
+        Ok(finals)
+    })
+}
+
+/// Prints one line per port and per worker every `status_interval_seconds`, until `stop`.
+fn status_loop(
+    settings: &Settings,
+    ports: &[[Port; 2]],
+    published: &[PublishedCounters],
+    stop: &AtomicBool,
+) {
+    let started = Instant::now();
+    let interval = Duration::from_secs_f64(settings.status_interval_seconds);
+    let mut last_at = Instant::now();
+    let mut last_ports: Vec<PortStats> = vec![PortStats::default(); ports.len() * 2];
+    let mut last_workers: Vec<WorkerCounters> = vec![WorkerCounters::default(); published.len()];
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(CONTROL_TICK);
+        if interval.is_zero() || last_at.elapsed() < interval {
+            continue;
+        }
+        let secs = last_at.elapsed().as_secs_f64();
+        last_at = Instant::now();
+        let t = started.elapsed().as_secs_f64();
+        for (i, (pair, port)) in settings
+            .pairs
+            .iter()
+            .flat_map(|pair| [(pair, "core"), (pair, "access")])
+            .zip(ports.iter().flat_map(|p| p.iter()))
+            .enumerate()
+        {
+            let (pair, side) = pair;
+            let now = port.stats();
+            let prev = last_ports[i];
+            println!(
+                "[{t:8.1}s] port {}/{side:<6} rx {:>12} ({}, {})  tx {:>12} ({}, {})  missed {} rx-errors {} no-mbuf {}",
+                pair.name,
+                now.rx_packets,
+                pps(now.rx_packets - prev.rx_packets, secs),
+                bps(now.rx_bytes - prev.rx_bytes, secs),
+                now.tx_packets,
+                pps(now.tx_packets - prev.tx_packets, secs),
+                bps(now.tx_bytes - prev.tx_bytes, secs),
+                now.rx_missed,
+                now.rx_errors,
+                now.rx_no_mbuf,
+            );
+            last_ports[i] = now;
+        }
+        for (w, counters) in published.iter().enumerate() {
+            let now = counters.read();
+            let prev = last_workers[w];
+            let cycles = now.total_cycles.saturating_sub(prev.total_cycles).max(1);
+            let busy = now.busy_cycles - prev.busy_cycles;
+            let packets = now.rx_packets - prev.rx_packets;
+            println!(
+                "[{t:8.1}s] worker {w} core {:<3} rx {:>12} tx {:>12} dropped {:>8}  busy {:5.1}%  {} cycles/packet",
+                settings.worker_cores[w],
+                now.rx_packets,
+                now.tx_packets,
+                now.dropped_total(),
+                100.0 * busy as f64 / cycles as f64,
+                busy.checked_div(packets).map_or("-".into(), |c| c.to_string()),
+            );
+            last_workers[w] = now;
+        }
+    }
+}
+
+fn pps(packets: u64, secs: f64) -> String {
+    si(packets as f64 / secs, "pps")
+}
+
+fn bps(bytes: u64, secs: f64) -> String {
+    si(bytes as f64 * 8.0 / secs, "bit/s")
+}
+
+fn si(value: f64, unit: &str) -> String {
+    let (scaled, prefix) = if value >= 1e9 {
+        (value / 1e9, "G")
+    } else if value >= 1e6 {
+        (value / 1e6, "M")
+    } else if value >= 1e3 {
+        (value / 1e3, "k")
+    } else {
+        (value, "")
+    };
+    format!("{scaled:.2} {prefix}{unit}")
+}

@@ -1,0 +1,724 @@
+//! The configuration file: what it may say, its defaults, and its validation.
+//!
+//! The file is TOML. Unknown keys are errors. Every error names the file, the line, the key and
+//! what would have been accepted, because the person reading it may be an on-call network
+//! engineer at 3 a.m. `deploy/sheetcake.toml.example` documents every key.
+
+use serde::Deserialize;
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+use toml::Spanned;
+
+/// The configuration used when `sheetcake` starts without `--config`: the demo topology that
+/// `make run` builds (see `deploy/demo.sh`).
+pub const EMBEDDED_DEMO: &str = include_str!("../../deploy/demo.toml");
+
+/// Largest MTU a port may be configured with (jumbo frames), in bytes of IP packet.
+pub const MAX_MTU: u16 = 9600;
+/// Smallest MTU IPv4 allows (RFC 791).
+pub const MIN_MTU: u16 = 68;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// DPDK's Environment Abstraction Layer.
+    #[serde(default)]
+    pub eal: EalSection,
+    /// The control thread.
+    #[serde(default)]
+    pub control: ControlSection,
+    /// The packet workers.
+    pub workers: WorkersSection,
+    /// The packet-buffer pool.
+    #[serde(default)]
+    pub mempool: MempoolSection,
+    /// Settings shared by every port.
+    #[serde(default)]
+    pub ports: PortsSection,
+    /// Bridged port pairs.
+    #[serde(default)]
+    pub pairs: Vec<PairSection>,
+}
+
+/// `[eal]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EalSection {
+    /// Prefix of DPDK's runtime files; two sheetcake processes on one machine need different ones.
+    #[serde(default = "default_file_prefix")]
+    pub file_prefix: String,
+    /// Extra EAL arguments, appended after the ones sheetcake derives (cores, devices).
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+/// `[control]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSection {
+    /// The CPU core of the control thread (DPDK's main lcore).
+    #[serde(default = "default_control_core")]
+    pub core: Spanned<usize>,
+    /// Seconds between status lines; 0 turns them off.
+    #[serde(default = "default_status_interval")]
+    pub status_interval_seconds: Spanned<f64>,
+}
+
+/// `[workers]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersSection {
+    /// One worker per listed CPU core.
+    pub cores: Spanned<Vec<usize>>,
+}
+
+/// `[mempool]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MempoolSection {
+    /// Number of packet buffers; computed from the ports and workers when absent.
+    pub mbufs: Option<Spanned<u32>>,
+    /// Per-core cache of packet buffers.
+    #[serde(default = "default_cache")]
+    pub cache: Spanned<u32>,
+}
+
+/// `[ports]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortsSection {
+    /// Largest IP packet carried, in bytes (frames add their L2 headers to it).
+    #[serde(default = "default_mtu")]
+    pub mtu: Spanned<u16>,
+    /// Descriptors per RX queue.
+    #[serde(default = "default_descriptors")]
+    pub rx_descriptors: Spanned<u16>,
+    /// Descriptors per TX queue.
+    #[serde(default = "default_descriptors")]
+    pub tx_descriptors: Spanned<u16>,
+}
+
+/// `[[pairs]]`: two ports bridged to each other.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairSection {
+    /// A short name for status lines.
+    pub name: Spanned<String>,
+    /// The port toward the core router / internet.
+    pub core: Spanned<String>,
+    /// The port toward the subscribers' head-end (CMTS, DSLAM, OLT).
+    pub access: Spanned<String>,
+}
+
+fn default_file_prefix() -> String {
+    "sheetcake".into()
+}
+fn default_control_core() -> Spanned<usize> {
+    Spanned::new(0..0, 0)
+}
+fn default_status_interval() -> Spanned<f64> {
+    Spanned::new(0..0, 5.0)
+}
+fn default_cache() -> Spanned<u32> {
+    Spanned::new(0..0, 256)
+}
+fn default_mtu() -> Spanned<u16> {
+    Spanned::new(0..0, 1500)
+}
+fn default_descriptors() -> Spanned<u16> {
+    Spanned::new(0..0, 1024)
+}
+
+impl Default for EalSection {
+    fn default() -> Self {
+        EalSection {
+            file_prefix: default_file_prefix(),
+            args: Vec::new(),
+        }
+    }
+}
+impl Default for ControlSection {
+    fn default() -> Self {
+        ControlSection {
+            core: default_control_core(),
+            status_interval_seconds: default_status_interval(),
+        }
+    }
+}
+impl Default for MempoolSection {
+    fn default() -> Self {
+        MempoolSection {
+            mbufs: None,
+            cache: default_cache(),
+        }
+    }
+}
+impl Default for PortsSection {
+    fn default() -> Self {
+        PortsSection {
+            mtu: default_mtu(),
+            rx_descriptors: default_descriptors(),
+            tx_descriptors: default_descriptors(),
+        }
+    }
+}
+
+/// A configuration error, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, or `<embedded demo>`.
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// The key, dotted (`pairs[0].core`).
+    pub key: String,
+    /// What is wrong and what would be right.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}: {}", self.file, line, self.key, self.message),
+            None => write!(f, "{}: {}: {}", self.file, self.key, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// All the errors of one file, reported together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// How a port is named: a DPDK virtual device or a PCI NIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Device {
+    /// `net_af_packet0,iface=eth1`: created from the string with `--vdev`.
+    Virtual {
+        /// The whole string, passed to `--vdev`.
+        spec: String,
+        /// The name before the first comma, by which DPDK knows the port.
+        name: String,
+    },
+    /// A PCI address, normalised to `dddd:bb:dd.f`.
+    Pci {
+        /// The address.
+        address: String,
+    },
+}
+
+impl Device {
+    /// The name DPDK gives the port.
+    pub fn port_name(&self) -> &str {
+        match self {
+            Device::Virtual { name, .. } => name,
+            Device::Pci { address } => address,
+        }
+    }
+
+    fn parse(text: &str) -> Result<Device, String> {
+        let text = text.trim();
+        if let Some(address) = parse_pci(text) {
+            return Ok(Device::Pci { address });
+        }
+        let name = text.split(',').next().unwrap_or_default();
+        let driver_ok = name.starts_with("net_")
+            && name.len() > 4
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if driver_ok {
+            return Ok(Device::Virtual {
+                spec: text.to_owned(),
+                name: name.to_owned(),
+            });
+        }
+        Err(format!(
+            "{text:?} is neither a PCI address (like 0000:03:00.0 or 03:00.0) nor a DPDK virtual \
+             device (like net_af_packet0,iface=eth1 or net_ring0)"
+        ))
+    }
+}
+
+/// `dddd:bb:dd.f` or `bb:dd.f`, hexadecimal, normalised to the long form.
+fn parse_pci(text: &str) -> Option<String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let (domain, bus, devfn) = match parts.as_slice() {
+        [bus, devfn] => ("0000", *bus, *devfn),
+        [domain, bus, devfn] => (*domain, *bus, *devfn),
+        _ => return None,
+    };
+    let (dev, func) = devfn.split_once('.')?;
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(domain, 4) && hex(bus, 2) && hex(dev, 2) && hex(func, 1))
+        .then(|| format!("{domain}:{bus}:{dev}.{func}").to_ascii_lowercase())
+}
+
+/// A bridged pair after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pair {
+    /// Its name.
+    pub name: String,
+    /// `[core, access]`.
+    pub ports: [Device; 2],
+}
+
+/// A configuration that passed validation: everything the appliance needs to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Where it came from, for messages.
+    pub source: String,
+    /// Full EAL argument list (without the program name).
+    pub eal_args: Vec<String>,
+    /// Core of the control thread.
+    pub control_core: usize,
+    /// Worker cores, in worker order.
+    pub worker_cores: Vec<usize>,
+    /// Mbufs in the pool.
+    pub mbufs: u32,
+    /// Per-core mbuf cache.
+    pub mbuf_cache: u32,
+    /// Data room of each mbuf, headroom included.
+    pub mbuf_data_room: u16,
+    /// L3 MTU.
+    pub mtu: u16,
+    /// RX descriptors per queue.
+    pub rx_descriptors: u16,
+    /// TX descriptors per queue.
+    pub tx_descriptors: u16,
+    /// Seconds between status lines (0: none).
+    pub status_interval_seconds: f64,
+    /// The bridged pairs.
+    pub pairs: Vec<Pair>,
+}
+
+/// Bytes DPDK keeps free at the start of every mbuf (`RTE_PKTMBUF_HEADROOM`).
+const MBUF_HEADROOM: u32 = 128;
+/// L2 bytes a frame may add to its IP packet: Ethernet (14), four VLAN tags (16), PPPoE (8),
+/// rounded up generously so no legal frame ever needs a second segment.
+const MAX_L2_OVERHEAD: u32 = 64;
+/// The usual DPDK data room for standard frames (`RTE_MBUF_DEFAULT_DATAROOM`).
+const DEFAULT_DATA_ROOM: u32 = 2048;
+
+impl Settings {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: file.clone(),
+                line: None,
+                key: "(file)".into(),
+                message: format!("cannot read the configuration file: {e}"),
+            }])
+        })?;
+        Settings::parse(&text, &file)
+    }
+
+    /// Validates configuration text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Settings, ConfigErrors> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| line_of(text, &span));
+            ConfigErrors(vec![ConfigError {
+                file: file.into(),
+                line,
+                key: "(syntax)".into(),
+                message: e.message().trim().to_owned(),
+            }])
+        })?;
+        Validator {
+            text,
+            file,
+            errors: Vec::new(),
+        }
+        .validate(config)
+    }
+}
+
+fn line_of(text: &str, span: &Range<usize>) -> usize {
+    let end = span.start.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    file: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn error<T>(&mut self, value: &Spanned<T>, key: impl Into<String>, message: impl Into<String>) {
+        let span = value.span();
+        let line = (span != (0..0)).then(|| line_of(self.text, &span));
+        self.errors.push(ConfigError {
+            file: self.file.into(),
+            line,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn validate(mut self, config: Config) -> Result<Settings, ConfigErrors> {
+        let machine_cores: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        let cores_text = format!("{machine_cores:?}");
+
+        let control_core = *config.control.core.get_ref();
+        if !machine_cores.is_empty() && !machine_cores.contains(&control_core) {
+            self.error(
+                &config.control.core,
+                "control.core",
+                format!(
+                    "core {control_core} does not exist here; this machine has cores {cores_text}"
+                ),
+            );
+        }
+        let interval = *config.control.status_interval_seconds.get_ref();
+        if !(interval.is_finite() && interval >= 0.0) {
+            self.error(
+                &config.control.status_interval_seconds,
+                "control.status_interval_seconds",
+                "expected a number of seconds, 0 or more (0 turns status lines off)",
+            );
+        }
+
+        let worker_cores = config.workers.cores.get_ref().clone();
+        if worker_cores.is_empty() {
+            self.error(
+                &config.workers.cores,
+                "workers.cores",
+                "expected at least one core for a worker, e.g. cores = [1]",
+            );
+        }
+        for (i, core) in worker_cores.iter().enumerate() {
+            if worker_cores[..i].contains(core) {
+                self.error(
+                    &config.workers.cores,
+                    "workers.cores",
+                    format!("core {core} is listed twice; each worker needs a core of its own"),
+                );
+            }
+            if *core == control_core {
+                self.error(
+                    &config.workers.cores,
+                    "workers.cores",
+                    format!(
+                        "core {core} is also control.core; a worker polls without pause and \
+                         needs its own core"
+                    ),
+                );
+            }
+            if !machine_cores.is_empty() && !machine_cores.contains(core) {
+                self.error(
+                    &config.workers.cores,
+                    "workers.cores",
+                    format!("core {core} does not exist here; this machine has cores {cores_text}"),
+                );
+            }
+        }
+
+        let mtu = *config.ports.mtu.get_ref();
+        if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+            self.error(
+                &config.ports.mtu,
+                "ports.mtu",
+                format!("expected {MIN_MTU} to {MAX_MTU} bytes, got {mtu}"),
+            );
+        }
+        for (key, value) in [
+            ("ports.rx_descriptors", &config.ports.rx_descriptors),
+            ("ports.tx_descriptors", &config.ports.tx_descriptors),
+        ] {
+            let n = *value.get_ref();
+            if !(64..=16384).contains(&n) || !n.is_power_of_two() {
+                self.error(
+                    value,
+                    key,
+                    format!("expected a power of two from 64 to 16384, got {n}"),
+                );
+            }
+        }
+        let cache = *config.mempool.cache.get_ref();
+        if cache > 512 {
+            self.error(
+                &config.mempool.cache,
+                "mempool.cache",
+                format!("expected 0 to 512 (DPDK's RTE_MEMPOOL_CACHE_MAX_SIZE), got {cache}"),
+            );
+        }
+
+        if config.pairs.is_empty() {
+            self.errors.push(ConfigError {
+                file: self.file.into(),
+                line: None,
+                key: "pairs".into(),
+                message: "expected at least one [[pairs]] section with name, core and access"
+                    .into(),
+            });
+        }
+        let mut pairs = Vec::new();
+        let mut seen_names: Vec<String> = Vec::new();
+        let mut seen_ports: Vec<String> = Vec::new();
+        for (i, pair) in config.pairs.iter().enumerate() {
+            let name = pair.name.get_ref().trim().to_owned();
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                self.error(
+                    &pair.name,
+                    format!("pairs[{i}].name"),
+                    "expected a short name without spaces, like \"wan0\"",
+                );
+            } else if seen_names.contains(&name) {
+                self.error(
+                    &pair.name,
+                    format!("pairs[{i}].name"),
+                    format!("the name {name:?} is used by another pair"),
+                );
+            }
+            seen_names.push(name.clone());
+            let mut devices = Vec::new();
+            for (side, value) in [("core", &pair.core), ("access", &pair.access)] {
+                match Device::parse(value.get_ref()) {
+                    Ok(device) => {
+                        let port = device.port_name().to_owned();
+                        if seen_ports.contains(&port) {
+                            self.error(
+                                value,
+                                format!("pairs[{i}].{side}"),
+                                format!("port {port} is already used; a port belongs to one pair"),
+                            );
+                        }
+                        seen_ports.push(port);
+                        devices.push(device);
+                    }
+                    Err(message) => self.error(value, format!("pairs[{i}].{side}"), message),
+                }
+            }
+            if let Ok([core, access]) = <[Device; 2]>::try_from(devices) {
+                pairs.push(Pair {
+                    name,
+                    ports: [core, access],
+                });
+            }
+        }
+
+        let workers = worker_cores.len().max(1) as u32;
+        let ports = (2 * pairs.len()) as u32;
+        let needed = mbufs_needed(
+            ports,
+            workers,
+            u32::from(*config.ports.rx_descriptors.get_ref()),
+            u32::from(*config.ports.tx_descriptors.get_ref()),
+            cache,
+        );
+        let mbufs = match &config.mempool.mbufs {
+            Some(value) if *value.get_ref() < needed => {
+                self.error(
+                    value,
+                    "mempool.mbufs",
+                    format!(
+                        "{} mbufs cannot fill {ports} ports x {workers} workers' descriptor \
+                         rings, bursts and caches; at least {needed} are needed (or leave the \
+                         key out to size the pool automatically)",
+                        value.get_ref()
+                    ),
+                );
+                needed
+            }
+            Some(value) => *value.get_ref(),
+            None => needed,
+        };
+
+        if !self.errors.is_empty() {
+            return Err(ConfigErrors(self.errors));
+        }
+
+        let mut eal_args = vec![
+            "-l".to_owned(),
+            control_core.to_string(),
+            format!("--file-prefix={}", config.eal.file_prefix),
+        ];
+        if pairs
+            .iter()
+            .flat_map(|p| &p.ports)
+            .all(|d| matches!(d, Device::Virtual { .. }))
+        {
+            // Only virtual ports: keep DPDK's hands off the machine's PCI devices.
+            eal_args.push("--no-pci".into());
+        }
+        for device in pairs.iter().flat_map(|p| &p.ports) {
+            match device {
+                Device::Virtual { spec, .. } => eal_args.push(format!("--vdev={spec}")),
+                Device::Pci { address } => {
+                    eal_args.push("-a".into());
+                    eal_args.push(address.clone());
+                }
+            }
+        }
+        eal_args.extend(config.eal.args.iter().cloned());
+
+        let frame = u32::from(mtu) + MAX_L2_OVERHEAD;
+        let data_room = MBUF_HEADROOM + DEFAULT_DATA_ROOM.max(frame.next_multiple_of(128));
+        Ok(Settings {
+            source: self.file.into(),
+            eal_args,
+            control_core,
+            worker_cores,
+            mbufs,
+            mbuf_cache: cache,
+            mbuf_data_room: data_room as u16,
+            mtu,
+            rx_descriptors: *config.ports.rx_descriptors.get_ref(),
+            tx_descriptors: *config.ports.tx_descriptors.get_ref(),
+            status_interval_seconds: interval,
+            pairs,
+        })
+    }
+}
+
+/// The smallest pool that can never run dry in steady state: every descriptor of every queue
+/// of every port filled, every worker's pending TX buffers full plus one RX burst in hand, and
+/// every per-core cache full. Plus one burst per worker of slack.
+fn mbufs_needed(ports: u32, workers: u32, rx_desc: u32, tx_desc: u32, cache: u32) -> u32 {
+    use sheetcake_dataplane::worker::{BURST_SIZE, TX_PENDING};
+    let rings = ports * workers * (rx_desc + tx_desc);
+    let pending = workers * ports * TX_PENDING as u32;
+    let caches = (workers + 1) * cache;
+    let slack = workers * BURST_SIZE as u32;
+    rings + pending + caches + slack
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[workers]
+cores = [1]
+
+[[pairs]]
+name = "demo"
+core = "net_ring0"
+access = "net_ring1"
+"#;
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let s = Settings::parse(GOOD, "good.toml").expect("valid");
+        assert_eq!(s.mtu, 1500);
+        assert_eq!(s.rx_descriptors, 1024);
+        assert_eq!(s.tx_descriptors, 1024);
+        assert_eq!(s.mbuf_cache, 256);
+        assert_eq!(s.status_interval_seconds, 5.0);
+        // 2 ports x 1 worker x (1024 + 1024) + 1 x 2 x 64 + 2 x 256 + 32
+        assert_eq!(s.mbufs, 4096 + 128 + 512 + 32);
+        // Standard frames fit DPDK's default 2048-byte room after the 128-byte headroom.
+        assert_eq!(s.mbuf_data_room, 2176);
+        assert_eq!(
+            s.eal_args,
+            [
+                "-l",
+                "0",
+                "--file-prefix=sheetcake",
+                "--no-pci",
+                "--vdev=net_ring0",
+                "--vdev=net_ring1"
+            ]
+        );
+    }
+
+    #[test]
+    fn jumbo_mtu_gets_a_single_segment_data_room() {
+        let text = format!("{GOOD}\n[ports]\nmtu = 9000\n");
+        let s = Settings::parse(&text, "jumbo.toml").expect("valid");
+        // 9000 + 64 rounded up to 128 is 9088, plus the 128-byte headroom.
+        assert_eq!(s.mbuf_data_room, 9216);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_its_line() {
+        let text = GOOD.replace("cores = [1]", "cores = [1]\nthreads = 4");
+        let err = Settings::parse(&text, "bad.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("bad.toml:4:"), "{msg}");
+        assert!(msg.contains("unknown field `threads`"), "{msg}");
+    }
+
+    #[test]
+    fn every_semantic_error_is_reported_at_once_with_key_and_line() {
+        let text = r#"
+[workers]
+cores = [0, 0]
+
+[ports]
+mtu = 20
+rx_descriptors = 1000
+
+[[pairs]]
+name = "a"
+core = "eth0"
+access = "net_ring1"
+
+[[pairs]]
+name = "a"
+core = "03:00.0"
+access = "net_ring1"
+"#;
+        let err = Settings::parse(text, "many.toml").unwrap_err();
+        let keys: Vec<(&str, Option<usize>)> =
+            err.0.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert!(keys.contains(&("workers.cores", Some(3))), "{err}");
+        assert!(keys.contains(&("ports.mtu", Some(6))), "{err}");
+        assert!(keys.contains(&("ports.rx_descriptors", Some(7))), "{err}");
+        assert!(keys.contains(&("pairs[0].core", Some(11))), "{err}");
+        assert!(keys.contains(&("pairs[1].name", Some(15))), "{err}");
+        assert!(keys.contains(&("pairs[1].access", Some(17))), "{err}");
+        assert!(err.to_string().contains("listed twice"), "{err}");
+        assert!(err.to_string().contains("also control.core"), "{err}");
+    }
+
+    #[test]
+    fn pci_addresses_are_normalised_and_allowlisted() {
+        let text = GOOD
+            .replace("\"net_ring0\"", "\"03:00.0\"")
+            .replace("\"net_ring1\"", "\"0000:03:00.1\"");
+        let s = Settings::parse(&text, "pci.toml").expect("valid");
+        assert_eq!(s.pairs[0].ports[0].port_name(), "0000:03:00.0");
+        assert!(!s.eal_args.contains(&"--no-pci".to_owned()));
+        assert!(s.eal_args.windows(2).any(|w| w == ["-a", "0000:03:00.1"]));
+    }
+
+    #[test]
+    fn too_small_pool_names_the_minimum() {
+        let text = format!("{GOOD}\n[mempool]\nmbufs = 100\n");
+        let err = Settings::parse(&text, "pool.toml").unwrap_err().to_string();
+        assert!(err.contains("pool.toml:11: mempool.mbufs"), "{err}");
+        assert!(err.contains("at least 4768"), "{err}");
+    }
+
+    #[test]
+    fn embedded_demo_config_is_valid() {
+        Settings::parse(EMBEDDED_DEMO, "<embedded demo>").expect("the demo config must validate");
+    }
+}

@@ -1,0 +1,69 @@
+//! `sheetcake`: the appliance daemon.
+
+mod appliance;
+mod config;
+
+use clap::Parser;
+use config::{Settings, EMBEDDED_DEMO};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A transparent bump-in-the-wire traffic shaper: every subscriber gets their own CAKE.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// The configuration file (TOML; see deploy/sheetcake.toml.example). Without it, sheetcake
+    /// runs the demo topology that `make run` builds.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Validate the configuration, print what would run, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let settings = match &args.config {
+        Some(path) => Settings::load(path),
+        None => {
+            eprintln!("sheetcake: no --config given, using the embedded demo configuration");
+            Settings::parse(EMBEDDED_DEMO, "<embedded demo>")
+        }
+    };
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(errors) => {
+            eprintln!("sheetcake: the configuration is not valid:\n{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!("configuration {} is valid", settings.source);
+        println!("  EAL arguments: {}", settings.eal_args.join(" "));
+        println!(
+            "  workers on cores {:?}, control on core {}",
+            settings.worker_cores, settings.control_core
+        );
+        println!(
+            "  mempool: {} mbufs of {} bytes, cache {}",
+            settings.mbufs, settings.mbuf_data_room, settings.mbuf_cache
+        );
+        for pair in &settings.pairs {
+            println!(
+                "  pair {}: core {} <-> access {}",
+                pair.name,
+                pair.ports[0].port_name(),
+                pair.ports[1].port_name()
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    match appliance::run(&settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("sheetcake: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}

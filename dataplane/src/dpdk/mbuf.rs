@@ -1,0 +1,246 @@
+//! Owned packet buffers and fixed-size bursts of them.
+
+use super::Mempool;
+use std::ptr::NonNull;
+
+/// One packet buffer, owned. Dropping it returns it to its pool; moving it moves the ownership.
+/// There is no `Clone`: two owners of one mbuf cannot exist in safe code.
+#[derive(Debug)]
+pub struct Mbuf {
+    raw: NonNull<dpdk_sys::rte_mbuf>,
+}
+
+// SAFETY: an mbuf is plain memory owned by whoever holds the pointer; freeing it from another
+// lcore than the one that allocated it is allowed by DPDK.
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    /// Allocates an empty mbuf, or `None` when the pool is exhausted.
+    pub fn alloc(pool: Mempool) -> Option<Mbuf> {
+        // SAFETY: the pool is valid for the process lifetime.
+        let raw = unsafe { dpdk_sys::rte_pktmbuf_alloc(pool.as_ptr()) };
+        NonNull::new(raw).map(|raw| Mbuf { raw })
+    }
+
+    /// Allocates an mbuf holding a copy of `bytes`. `None` when the pool is exhausted or the
+    /// bytes do not fit in one buffer's data room.
+    pub fn from_bytes(pool: Mempool, bytes: &[u8]) -> Option<Mbuf> {
+        let mbuf = Mbuf::alloc(pool)?;
+        let len = u16::try_from(bytes.len()).ok()?;
+        // SAFETY: the mbuf is ours and freshly allocated; rte_pktmbuf_append returns null when
+        // the tailroom is too small, else a pointer to `len` writable bytes.
+        unsafe {
+            let dst = dpdk_sys::rte_pktmbuf_append(mbuf.raw.as_ptr(), len);
+            if dst.is_null() {
+                return None;
+            }
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.cast::<u8>(), bytes.len());
+        }
+        Some(mbuf)
+    }
+
+    /// The frame's bytes in the first segment (all of it unless the frame is chained).
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: we own the mbuf; data_off and data_len describe initialised bytes inside the
+        // buffer, and the borrow of self keeps them alive and unaliased.
+        unsafe {
+            let m = self.raw.as_ptr();
+            let start = (*m).buf_addr.cast::<u8>().add((*m).data_off as usize);
+            std::slice::from_raw_parts(start, (*m).data_len as usize)
+        }
+    }
+
+    /// Mutable access to the bytes of the first segment (to mark ECN or wash DSCP in place).
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `data`, and &mut self guarantees exclusive access. Mbufs are never
+        // shared (refcount 1) in sheetcake, so writing does not affect another packet.
+        unsafe {
+            let m = self.raw.as_ptr();
+            let start = (*m).buf_addr.cast::<u8>().add((*m).data_off as usize);
+            std::slice::from_raw_parts_mut(start, (*m).data_len as usize)
+        }
+    }
+
+    /// Length of the whole frame, all segments.
+    #[inline]
+    pub fn pkt_len(&self) -> u32 {
+        // SAFETY: we own a valid mbuf.
+        unsafe { (*self.raw.as_ptr()).pkt_len }
+    }
+
+    /// Number of segments in the frame.
+    #[inline]
+    pub fn segments(&self) -> u16 {
+        // SAFETY: we own a valid mbuf.
+        unsafe { (*self.raw.as_ptr()).nb_segs }
+    }
+
+    /// Gives up ownership without freeing; the caller must hand the pointer to DPDK or rebuild
+    /// the `Mbuf` with [`Mbuf::from_raw`].
+    #[inline]
+    pub(crate) fn into_raw(self) -> *mut dpdk_sys::rte_mbuf {
+        let raw = self.raw.as_ptr();
+        std::mem::forget(self);
+        raw
+    }
+
+    /// Takes ownership of a raw mbuf.
+    ///
+    /// # Safety
+    /// `raw` must be a valid, non-null mbuf that nobody else owns or will free.
+    #[inline]
+    pub(crate) unsafe fn from_raw(raw: *mut dpdk_sys::rte_mbuf) -> Mbuf {
+        Mbuf {
+            raw: NonNull::new_unchecked(raw),
+        }
+    }
+}
+
+impl Drop for Mbuf {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: we are the only owner; after this the pointer is never used again.
+        unsafe { dpdk_sys::rte_pktmbuf_free(self.raw.as_ptr()) }
+    }
+}
+
+/// A fixed-capacity FIFO of owned mbufs, laid out as the pointer array DPDK's burst functions
+/// take. RX bursts append at the tail, TX bursts consume from the head; whatever the NIC did not
+/// take stays here for the next try. Dropping the buffer frees what it still holds.
+pub struct MbufBuffer<const N: usize> {
+    slots: [*mut dpdk_sys::rte_mbuf; N],
+    head: usize,
+    tail: usize,
+}
+
+// SAFETY: the buffer owns its mbufs exactly as a Vec<Mbuf> would.
+unsafe impl<const N: usize> Send for MbufBuffer<N> {}
+
+impl<const N: usize> Default for MbufBuffer<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for MbufBuffer<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MbufBuffer")
+            .field("len", &self.len())
+            .field("capacity", &N)
+            .finish()
+    }
+}
+
+impl<const N: usize> MbufBuffer<N> {
+    /// An empty buffer.
+    pub const fn new() -> Self {
+        MbufBuffer {
+            slots: [std::ptr::null_mut(); N],
+            head: 0,
+            tail: 0,
+        }
+    }
+
+    /// Mbufs held.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.tail - self.head
+    }
+
+    /// True when the buffer holds nothing.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.head == self.tail
+    }
+
+    /// How many more mbufs fit.
+    #[inline]
+    pub fn spare(&self) -> usize {
+        N - self.len()
+    }
+
+    /// Appends an mbuf, or gives it back when the buffer is full.
+    #[inline]
+    pub fn push(&mut self, mbuf: Mbuf) -> Result<(), Mbuf> {
+        if self.spare() == 0 {
+            return Err(mbuf);
+        }
+        self.make_tail_room();
+        self.slots[self.tail] = mbuf.into_raw();
+        self.tail += 1;
+        Ok(())
+    }
+
+    /// Removes and returns the oldest mbuf.
+    #[inline]
+    pub fn pop(&mut self) -> Option<Mbuf> {
+        if self.is_empty() {
+            return None;
+        }
+        let raw = self.slots[self.head];
+        self.head += 1;
+        if self.head == self.tail {
+            self.head = 0;
+            self.tail = 0;
+        }
+        // SAFETY: slots[head..tail] hold owned, valid mbufs; this one leaves the buffer.
+        Some(unsafe { Mbuf::from_raw(raw) })
+    }
+
+    /// Moves the held mbufs to the start of the array so `spare()` slots follow them.
+    #[inline]
+    fn make_tail_room(&mut self) {
+        if self.head > 0 {
+            self.slots.copy_within(self.head..self.tail, 0);
+            self.tail -= self.head;
+            self.head = 0;
+        }
+    }
+
+    /// The free tail of the array, for a burst function to fill. Call [`Self::filled`] with the
+    /// number it wrote.
+    #[inline]
+    pub(crate) fn tail_slots(&mut self) -> &mut [*mut dpdk_sys::rte_mbuf] {
+        self.make_tail_room();
+        &mut self.slots[self.tail..]
+    }
+
+    /// Records that a burst function stored `n` owned mbufs in [`Self::tail_slots`].
+    ///
+    /// # Safety
+    /// The first `n` tail slots must now hold valid mbufs owned by nobody else.
+    #[inline]
+    pub(crate) unsafe fn filled(&mut self, n: usize) {
+        debug_assert!(n <= N - self.tail);
+        self.tail += n;
+    }
+
+    /// The held mbufs, oldest first, for a burst function to consume. Call [`Self::consumed`]
+    /// with the number it took.
+    #[inline]
+    pub(crate) fn held_slots(&mut self) -> &mut [*mut dpdk_sys::rte_mbuf] {
+        &mut self.slots[self.head..self.tail]
+    }
+
+    /// Records that a burst function took ownership of the first `n` held mbufs.
+    ///
+    /// # Safety
+    /// Ownership of those `n` mbufs must really have passed elsewhere.
+    #[inline]
+    pub(crate) unsafe fn consumed(&mut self, n: usize) {
+        debug_assert!(n <= self.len());
+        self.head += n;
+        if self.head == self.tail {
+            self.head = 0;
+            self.tail = 0;
+        }
+    }
+}
+
+impl<const N: usize> Drop for MbufBuffer<N> {
+    fn drop(&mut self) {
+        while self.pop().is_some() {}
+    }
+}

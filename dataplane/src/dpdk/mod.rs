@@ -1,0 +1,91 @@
+//! Safe wrappers over DPDK: EAL, lcores and time, mempools, mbufs, ports and queues.
+//!
+//! This module and the `dpdk-sys` crate are the only places in sheetcake that contain `unsafe`.
+//! Each wrapper states the rule that makes it sound, so the code above it can be ordinary Rust:
+//! - an [`Mbuf`] is owned by exactly one value and is freed when dropped: leaks and double frees
+//!   cannot be written in safe code;
+//! - a queue ([`RxQueue`], [`TxQueue`]) is a unique, non-cloneable handle that borrows its
+//!   [`Port`], so only one thread can poll it and the port cannot be stopped while it is in use;
+//! - mempools live until the process exits, as in every DPDK application, so an mbuf can never
+//!   outlive the memory it came from.
+
+mod eal;
+mod mbuf;
+mod mempool;
+mod port;
+
+pub use eal::{tsc, tsc_hz, Eal, LcoreRegistration};
+pub use mbuf::{Mbuf, MbufBuffer};
+pub use mempool::{Mempool, MempoolConfig};
+pub use port::{Burst, Port, PortConfig, PortStats, RxQueue, TxQueue};
+
+use std::ffi::CStr;
+use std::fmt;
+
+/// RSS hash types that spread IP traffic over queues by address (DPDK's `RTE_ETH_RSS_IP`).
+pub const RSS_IP: u64 = dpdk_sys::RTE_ETH_RSS_IP;
+
+/// The DPDK version sheetcake was built against.
+pub const DPDK_VERSION: &str = dpdk_sys::DPDK_VERSION;
+
+/// A DPDK call that failed, with what DPDK said about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpdkError {
+    /// What sheetcake was doing, e.g. "configuring port core (net_af_packet0)".
+    pub context: String,
+    /// The DPDK function that failed.
+    pub call: &'static str,
+    /// The (positive) errno value DPDK reported.
+    pub errno: i32,
+}
+
+impl DpdkError {
+    /// Builds an error from a DPDK return code, which is either `-errno` or `-1` with
+    /// `rte_errno` set.
+    pub(crate) fn from_ret(call: &'static str, ret: i32, context: impl Into<String>) -> Self {
+        let errno = if ret < -1 {
+            -ret
+        } else {
+            // SAFETY: reads this thread's rte_errno; no preconditions.
+            unsafe { dpdk_sys::sheetcake_rte_errno() }
+        };
+        DpdkError {
+            context: context.into(),
+            call,
+            errno,
+        }
+    }
+
+    /// Builds an error from `rte_errno`, for calls that return a null pointer on failure.
+    pub(crate) fn from_errno(call: &'static str, context: impl Into<String>) -> Self {
+        Self::from_ret(call, -1, context)
+    }
+
+    /// DPDK's description of the error code.
+    pub fn message(&self) -> String {
+        // SAFETY: rte_strerror returns a pointer to a static or thread-local NUL-terminated string.
+        unsafe {
+            let msg = dpdk_sys::rte_strerror(self.errno);
+            if msg.is_null() {
+                format!("error {}", self.errno)
+            } else {
+                CStr::from_ptr(msg).to_string_lossy().into_owned()
+            }
+        }
+    }
+}
+
+impl fmt::Display for DpdkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} failed: {} (errno {})",
+            self.context,
+            self.call,
+            self.message(),
+            self.errno
+        )
+    }
+}
+
+impl std::error::Error for DpdkError {}

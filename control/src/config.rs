@@ -718,6 +718,13 @@ access = "net_ring1"
     }
 
     #[test]
+    fn documented_example_config_is_valid() {
+        let text = include_str!("../../deploy/sheetcake.toml.example");
+        let s = Settings::parse(text, "sheetcake.toml.example").expect("the example must validate");
+        assert_eq!(s.pairs[0].ports[0].port_name(), "0000:03:00.0");
+    }
+
+    #[test]
     fn embedded_demo_config_is_valid() {
         Settings::parse(EMBEDDED_DEMO, "<embedded demo>").expect("the demo config must validate");
     }

@@ -17,7 +17,7 @@ mod port;
 pub use eal::{tsc, tsc_hz, Eal, LcoreRegistration};
 pub use mbuf::{Mbuf, MbufBuffer};
 pub use mempool::{Mempool, MempoolConfig};
-pub use port::{Burst, Port, PortConfig, PortStats, RxQueue, TxQueue};
+pub use port::{Port, PortConfig, PortStats, RxQueue, TxQueue};
 
 use std::ffi::CStr;
 use std::fmt;

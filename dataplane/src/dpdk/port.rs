@@ -311,25 +311,6 @@ impl Drop for Port {
     }
 }
 
-/// What one RX or TX burst moved.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Burst {
-    /// Frames.
-    pub packets: usize,
-    /// Bytes of those frames, all segments.
-    pub bytes: u64,
-}
-
-/// Sum of the frame lengths of freshly received mbufs.
-#[inline]
-fn frame_bytes(mbufs: &[*mut dpdk_sys::rte_mbuf]) -> u64 {
-    mbufs
-        .iter()
-        // SAFETY: callers pass mbufs the driver has just handed over, valid and owned.
-        .map(|&m| u64::from(unsafe { (*m).pkt_len }))
-        .sum()
-}
-
 /// One RX queue of a port, owned by one worker.
 #[derive(Debug)]
 pub struct RxQueue<'port> {
@@ -339,23 +320,24 @@ pub struct RxQueue<'port> {
 }
 
 impl RxQueue<'_> {
-    /// Receives up to `max` frames (bounded by the buffer's spare room) into `buf`.
+    /// Receives up to `max` frames (bounded by the buffer's spare room) into `buf`; returns how
+    /// many arrived. Byte counts are the port's business (see [`Port::stats`]): counting them
+    /// here would mean touching every mbuf, which a forwarding path otherwise never does.
     #[inline]
-    pub fn rx_burst<const N: usize>(&mut self, buf: &mut MbufBuffer<N>, max: usize) -> Burst {
+    pub fn rx_burst<const N: usize>(&mut self, buf: &mut MbufBuffer<N>, max: usize) -> usize {
         let slots = buf.tail_slots();
         let want = slots.len().min(max) as u16;
         if want == 0 {
-            return Burst::default();
+            return 0;
         }
         // SAFETY: we are this queue's only poller (unique handle); `slots` has room for `want`
         // pointers; the port is started while the handle lives.
         let n =
             unsafe { dpdk_sys::rte_eth_rx_burst(self.port, self.queue, slots.as_mut_ptr(), want) }
                 as usize;
-        let bytes = frame_bytes(&slots[..n]);
         // SAFETY: rte_eth_rx_burst stored n owned mbufs in the first n slots.
         unsafe { buf.filled(n) };
-        Burst { packets: n, bytes }
+        n
     }
 
     /// The port this queue belongs to.
@@ -374,19 +356,12 @@ pub struct TxQueue<'port> {
 
 impl TxQueue<'_> {
     /// Hands as many of `buf`'s frames (oldest first) to the NIC as it takes; the rest stay in
-    /// `buf` for the next call. Returns what was taken.
+    /// `buf` for the next call. Returns how many were taken.
     #[inline]
-    pub fn tx_burst<const N: usize>(&mut self, buf: &mut MbufBuffer<N>) -> Burst {
+    pub fn tx_burst<const N: usize>(&mut self, buf: &mut MbufBuffer<N>) -> usize {
         let held = buf.held_slots();
         if held.is_empty() {
-            return Burst::default();
-        }
-        // Lengths are read before the NIC owns the frames: afterwards it may already have freed
-        // them.
-        let mut lengths = [0u32; N];
-        for (len, &m) in lengths.iter_mut().zip(held.iter()) {
-            // SAFETY: held mbufs are valid and owned by the buffer.
-            *len = unsafe { (*m).pkt_len };
+            return 0;
         }
         let n = held.len().min(u16::MAX as usize) as u16;
         // SAFETY: we are this queue's only user; `held` are owned, valid mbufs; the port is
@@ -396,10 +371,7 @@ impl TxQueue<'_> {
                 as usize;
         // SAFETY: rte_eth_tx_burst took ownership of the first `sent` mbufs.
         unsafe { buf.consumed(sent) };
-        Burst {
-            packets: sent,
-            bytes: lengths[..sent].iter().map(|&l| u64::from(l)).sum(),
-        }
+        sent
     }
 
     /// The port this queue belongs to.

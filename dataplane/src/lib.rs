@@ -3,5 +3,7 @@
 //! Workers never block, never allocate on the packet path, never parse text and never do I/O;
 //! they move frames and publish counters. See `DESIGN.md` in the shared documents.
 
+pub mod classify;
 pub mod dpdk;
+pub mod sched;
 pub mod worker;

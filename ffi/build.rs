@@ -53,6 +53,7 @@ fn main() {
         .allowlist_function("rte_.*")
         .allowlist_type("rte_.*")
         .allowlist_var("RTE_.*")
+        .allowlist_var("RING_F_.*")
         // These structs are declared both packed and aligned, which Rust cannot express; nothing
         // here reads them, so they stay opaque blobs of the right size.
         .opaque_type("rte_l2tpv2_combined_msg_hdr")

@@ -4,7 +4,9 @@
 //!
 //! DPDK allows one EAL per process, so every test here shares it and takes the lock.
 
-use sheetcake_dataplane::dpdk::{Eal, Mbuf, MbufBuffer, Mempool, MempoolConfig, Port, PortConfig};
+use sheetcake_dataplane::dpdk::{
+    mbuf_ring, Eal, Mbuf, MbufBuffer, Mempool, MempoolConfig, Port, PortConfig,
+};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 struct Fixture {
@@ -148,4 +150,32 @@ fn frames_sent_on_a_ring_port_come_back_unchanged_and_all_buffers_return() {
     }
     drop(port);
     assert_eq!(f.pool.in_use(), 0, "closing the port returns every buffer");
+}
+
+#[test]
+fn a_full_handoff_ring_refuses_without_waiting_and_frees_leftovers_on_drop() {
+    let (_g, f) = fixture();
+    let (mut tx, mut rx) = mbuf_ring(f.eal, "test_handoff", 32).expect("ring");
+    let mut out: MbufBuffer<64> = MbufBuffer::new();
+    for i in 0..40u8 {
+        out.push(Mbuf::from_bytes(f.pool, &[i; 64]).unwrap())
+            .unwrap();
+    }
+    // An exact-size ring of 32 takes 32 and leaves the rest with the sender.
+    assert_eq!(tx.send(&mut out), 32);
+    assert_eq!(out.len(), 8);
+    assert_eq!(rx.len(), 32);
+    let mut got: MbufBuffer<64> = MbufBuffer::new();
+    assert_eq!(rx.receive(&mut got, 10), 10);
+    assert_eq!(got.pop().unwrap().data()[0], 0);
+    drop(got);
+    drop(out);
+    assert_eq!(f.pool.in_use(), 22, "22 frames still in the ring");
+    drop(tx);
+    drop(rx);
+    assert_eq!(
+        f.pool.in_use(),
+        0,
+        "dropping both ends frees what the ring held"
+    );
 }

@@ -13,11 +13,13 @@ mod eal;
 mod mbuf;
 mod mempool;
 mod port;
+mod ring;
 
 pub use eal::{tsc, tsc_hz, Eal, LcoreRegistration};
 pub use mbuf::{Mbuf, MbufBuffer};
 pub use mempool::{Mempool, MempoolConfig};
 pub use port::{Port, PortConfig, PortStats, RxQueue, TxQueue};
+pub use ring::{mbuf_ring, RingConsumer, RingProducer};
 
 use std::ffi::CStr;
 use std::fmt;

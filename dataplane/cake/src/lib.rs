@@ -1,0 +1,1 @@
+//! CAKE core (in progress).

@@ -1,0 +1,1 @@
+//! Frame parser (in progress).

@@ -1,0 +1,569 @@
+//! Flow and host state, shared by all the instances of one worker (spec 3).
+//!
+//! The kernel gives every CAKE instance 8 tins x 1024 flow queues up front (about 0.85 MB).
+//! A worker here owns up to a million instances, almost all idle, so flow state lives in one
+//! pool per worker and an instance holds a flow only while the flow is active (queued, or
+//! decaying). The set-associative table of spec 3 is kept as a map from (instance, tin, slot)
+//! to pool entry: the placement rules, and the way hits, misses and collisions they produce,
+//! are the kernel's, but empty slots cost nothing.
+//!
+//! Choice (the spec allows another count per instance): the number of flow queues per tin is
+//! an instance parameter (default 1024, 8-way). Choice: when a flow goes idle its entry is
+//! freed and its tag forgotten, so a flow returning after idling counts as a way miss where
+//! the kernel, which keeps stale tags, may count an indirect hit. Placement is otherwise
+//! identical.
+//!
+//! Nothing here allocates after construction: the pool, its free lists and the map are sized
+//! once, for the worker's flow budget.
+
+use crate::cobalt::Cobalt;
+use crate::packet::{CakePacket, PacketQueue};
+
+/// Ways per set of the set-associative flow and host tables.
+pub const WAYS: u16 = 8;
+
+/// No entry.
+pub const NONE: u32 = u32::MAX;
+
+/// Where a flow is in DRR++ (spec 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowState {
+    /// Placed but in no list yet (a fresh entry; idle flows are freed).
+    Idle,
+    /// In the new list: one quantum of service ahead of bulk flows.
+    Sparse,
+    /// Empty, moved to the old list for deficit accounting, still counted as sparse.
+    SparseWait,
+    /// In the old list.
+    Bulk,
+    /// Empty, AQM state not yet at rest.
+    Decaying,
+}
+
+/// Which list of its tin a flow is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// New (sparse) flows.
+    New,
+    /// Old (bulk) flows.
+    Old,
+    /// Decaying flows.
+    Decaying,
+}
+
+/// One active flow.
+pub struct Flow<P: CakePacket> {
+    /// Its packets.
+    pub queue: P::Queue,
+    /// Bytes queued (frame lengths).
+    pub backlog: u32,
+    /// Packets queued.
+    pub packets: u32,
+    /// DRR deficit, bytes.
+    pub deficit: i32,
+    /// The AQM.
+    pub cobalt: Cobalt,
+    /// DRR++ state.
+    pub state: FlowState,
+    /// Its list.
+    pub list: ListKind,
+    /// Next and previous flow in the same list.
+    pub next: u32,
+    pub prev: u32,
+    /// Full hash (tag) of the flow.
+    pub tag: u32,
+    /// Slot in the set-associative table.
+    pub slot: u16,
+    /// Source and destination host entries (NONE when host fairness is off).
+    pub src_host: u32,
+    pub dst_host: u32,
+    /// Key under which the slot map holds this flow.
+    pub key: u64,
+}
+
+/// One host slot: how many bulk flows it has, per direction.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Host {
+    /// Host hash (tag).
+    pub tag: u32,
+    /// Bulk flows with this host as their source (or destination: each kind has its own map).
+    pub bulk_flows: u16,
+    /// Flows pointing at this entry; freed at 0.
+    pub refs: u16,
+    /// Key under which the slot map holds this host.
+    pub key: u64,
+}
+
+/// What the placement found (spec 3 steps 1 to 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Step 1: the flow's own slot.
+    Hit,
+    /// Step 2: the flow's tag at another way of the set.
+    IndirectHit,
+    /// Step 3: an inactive way, newly taken.
+    Miss,
+    /// Step 4: the set is full; the flow at the original slot was taken over.
+    Collision,
+}
+
+/// A fixed-capacity open-addressing map from u64 keys to pool indices (linear probing,
+/// backward-shift deletion: no tombstones, so lookups stay short however long it runs).
+struct SlotMap {
+    keys: Vec<u64>,
+    values: Vec<u32>,
+    mask: usize,
+    len: usize,
+}
+
+const EMPTY_KEY: u64 = u64::MAX;
+
+impl SlotMap {
+    fn with_capacity(entries: usize) -> SlotMap {
+        // At most half full: probes stay short.
+        let size = (entries * 2).next_power_of_two().max(16);
+        SlotMap {
+            keys: vec![EMPTY_KEY; size],
+            values: vec![NONE; size],
+            mask: size - 1,
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn home(&self, key: u64) -> usize {
+        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & self.mask
+    }
+
+    #[inline]
+    fn get(&self, key: u64) -> u32 {
+        let mut i = self.home(key);
+        loop {
+            let k = self.keys[i];
+            if k == key {
+                return self.values[i];
+            }
+            if k == EMPTY_KEY {
+                return NONE;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    fn insert(&mut self, key: u64, value: u32) {
+        debug_assert!(self.len < self.keys.len() / 2 + 1);
+        let mut i = self.home(key);
+        loop {
+            if self.keys[i] == EMPTY_KEY || self.keys[i] == key {
+                if self.keys[i] == EMPTY_KEY {
+                    self.len += 1;
+                }
+                self.keys[i] = key;
+                self.values[i] = value;
+                return;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    fn remove(&mut self, key: u64) {
+        let mut i = self.home(key);
+        loop {
+            if self.keys[i] == EMPTY_KEY {
+                return;
+            }
+            if self.keys[i] == key {
+                break;
+            }
+            i = (i + 1) & self.mask;
+        }
+        self.len -= 1;
+        // Backward shift: pull later entries of the probe run into the hole.
+        let mut hole = i;
+        let mut j = (i + 1) & self.mask;
+        while self.keys[j] != EMPTY_KEY {
+            let home = self.home(self.keys[j]);
+            let dist_j = j.wrapping_sub(home) & self.mask;
+            let dist_hole = hole.wrapping_sub(home) & self.mask;
+            if dist_hole < dist_j || home == hole {
+                self.keys[hole] = self.keys[j];
+                self.values[hole] = self.values[j];
+                hole = j;
+            }
+            j = (j + 1) & self.mask;
+        }
+        self.keys[hole] = EMPTY_KEY;
+        self.values[hole] = NONE;
+    }
+}
+
+/// Kinds of entries in the slot map.
+const KIND_FLOW: u64 = 0;
+const KIND_SRC_HOST: u64 = 1;
+const KIND_DST_HOST: u64 = 2;
+
+#[inline]
+fn key(instance: u32, kind: u64, tin: usize, slot: u16) -> u64 {
+    (u64::from(instance) << 32) | (kind << 28) | ((tin as u64) << 16) | u64::from(slot)
+}
+
+/// The flow and host state of one worker's instances.
+pub struct FlowPool<P: CakePacket> {
+    flows: Vec<Flow<P>>,
+    free_flows: Vec<u32>,
+    hosts: Vec<Host>,
+    free_hosts: Vec<u32>,
+    map: SlotMap,
+}
+
+impl<P: CakePacket> FlowPool<P> {
+    /// A pool for at most `flows` active flows (and as many host entries of each kind).
+    pub fn new(flows: usize) -> Self {
+        Self::with_queues(flows, P::Queue::default)
+    }
+
+    /// A pool whose flow queues are built by `queue` (to pre-size queues that can grow).
+    pub fn with_queues(flows: usize, queue: impl Fn() -> P::Queue) -> Self {
+        let flows = flows.clamp(1, NONE as usize - 1);
+        FlowPool {
+            flows: (0..flows)
+                .map(|_| Flow {
+                    queue: queue(),
+                    backlog: 0,
+                    packets: 0,
+                    deficit: 0,
+                    cobalt: Cobalt::default(),
+                    state: FlowState::Idle,
+                    list: ListKind::New,
+                    next: NONE,
+                    prev: NONE,
+                    tag: 0,
+                    slot: 0,
+                    src_host: NONE,
+                    dst_host: NONE,
+                    key: 0,
+                })
+                .collect(),
+            free_flows: (0..flows as u32).rev().collect(),
+            hosts: vec![Host::default(); 2 * flows],
+            free_hosts: (0..2 * flows as u32).rev().collect(),
+            map: SlotMap::with_capacity(3 * flows),
+        }
+    }
+
+    /// Active flows the pool can hold.
+    pub fn capacity(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Active flows now.
+    pub fn in_use(&self) -> usize {
+        self.flows.len() - self.free_flows.len()
+    }
+
+    /// Bytes the pool occupies per flow it can hold (flow, two host entries, map share).
+    pub fn bytes_per_flow() -> usize {
+        core::mem::size_of::<Flow<P>>() + 2 * core::mem::size_of::<Host>() + 3 * 2 * 12
+    }
+
+    /// The flow at `index`.
+    #[inline]
+    pub fn flow(&self, index: u32) -> &Flow<P> {
+        &self.flows[index as usize]
+    }
+
+    /// The flow at `index`, writable.
+    #[inline]
+    pub fn flow_mut(&mut self, index: u32) -> &mut Flow<P> {
+        &mut self.flows[index as usize]
+    }
+
+    /// The host entry at `index`.
+    #[inline]
+    pub fn host(&self, index: u32) -> &Host {
+        &self.hosts[index as usize]
+    }
+
+    /// The host entry at `index`, writable.
+    #[inline]
+    pub fn host_mut(&mut self, index: u32) -> &mut Host {
+        &mut self.hosts[index as usize]
+    }
+
+    /// Finds or places the flow with hash `tag` of `instance`'s tin among `queues` slots
+    /// (spec 3 steps 1 to 4). Returns the flow index and what happened, or `None` when the
+    /// pool is exhausted (the caller then drops the packet).
+    pub fn place_flow(
+        &mut self,
+        instance: u32,
+        tin: usize,
+        tag: u32,
+        queues: u16,
+    ) -> Option<(u32, Placement)> {
+        let start = (tag % u32::from(queues)) as u16;
+        let set_base = start - start % WAYS;
+        let start_key = key(instance, KIND_FLOW, tin, start);
+        let at_start = self.map.get(start_key);
+        if at_start != NONE && self.flows[at_start as usize].tag == tag {
+            return Some((at_start, Placement::Hit));
+        }
+        let mut first_free: Option<u16> = None;
+        for k in 0..WAYS {
+            let slot = set_base + (start - set_base + k) % WAYS;
+            let idx = self.map.get(key(instance, KIND_FLOW, tin, slot));
+            if idx == NONE {
+                first_free.get_or_insert(slot);
+            } else if self.flows[idx as usize].tag == tag {
+                return Some((idx, Placement::IndirectHit));
+            }
+        }
+        match first_free {
+            Some(slot) => {
+                let idx = self.free_flows.pop()?;
+                let k = key(instance, KIND_FLOW, tin, slot);
+                self.map.insert(k, idx);
+                let f = &mut self.flows[idx as usize];
+                f.tag = tag;
+                f.slot = slot;
+                f.key = k;
+                f.backlog = 0;
+                f.packets = 0;
+                f.deficit = 0;
+                f.cobalt = Cobalt::default();
+                f.state = FlowState::Idle;
+                f.next = NONE;
+                f.prev = NONE;
+                f.src_host = NONE;
+                f.dst_host = NONE;
+                Some((idx, Placement::Miss))
+            }
+            None => {
+                // Every way busy: the flow at the original slot is taken over.
+                self.flows[at_start as usize].tag = tag;
+                Some((at_start, Placement::Collision))
+            }
+        }
+    }
+
+    /// Finds or takes the host entry with hash `tag` (spec 3 step 5): the tag in the set, else
+    /// the first way with no bulk flows, else the start way. `dst` picks the destination-host
+    /// table. Returns `None` when the pool is exhausted.
+    pub fn place_host(
+        &mut self,
+        instance: u32,
+        tin: usize,
+        dst: bool,
+        tag: u32,
+        queues: u16,
+    ) -> Option<u32> {
+        let kind = if dst { KIND_DST_HOST } else { KIND_SRC_HOST };
+        let start = (tag % u32::from(queues)) as u16;
+        let set_base = start - start % WAYS;
+        let mut first_idle: Option<(u16, u32)> = None;
+        for k in 0..WAYS {
+            let slot = set_base + (start - set_base + k) % WAYS;
+            let idx = self.map.get(key(instance, kind, tin, slot));
+            if idx == NONE {
+                first_idle.get_or_insert((slot, NONE));
+            } else if self.hosts[idx as usize].tag == tag {
+                self.hosts[idx as usize].refs += 1;
+                return Some(idx);
+            } else if self.hosts[idx as usize].bulk_flows == 0 {
+                first_idle.get_or_insert((slot, idx));
+            }
+        }
+        let (slot, idx) = match first_idle {
+            Some(found) => found,
+            None => (start, self.map.get(key(instance, kind, tin, start))),
+        };
+        let idx = if idx == NONE {
+            let idx = self.free_hosts.pop()?;
+            let k = key(instance, kind, tin, slot);
+            self.map.insert(k, idx);
+            self.hosts[idx as usize] = Host {
+                tag,
+                bulk_flows: 0,
+                refs: 0,
+                key: k,
+            };
+            idx
+        } else {
+            idx
+        };
+        let host = &mut self.hosts[idx as usize];
+        host.tag = tag;
+        host.refs += 1;
+        Some(idx)
+    }
+
+    /// Drops one reference to a host entry, freeing it at zero.
+    pub fn release_host(&mut self, index: u32) {
+        if index == NONE {
+            return;
+        }
+        let host = &mut self.hosts[index as usize];
+        host.refs = host.refs.saturating_sub(1);
+        if host.refs == 0 {
+            let k = host.key;
+            self.map.remove(k);
+            self.free_hosts.push(index);
+        }
+    }
+
+    /// Frees an idle flow: its slot, its host references, its entry.
+    pub fn free_flow(&mut self, index: u32) {
+        let f = &mut self.flows[index as usize];
+        debug_assert!(f.queue.is_empty());
+        let (k, src, dst) = (f.key, f.src_host, f.dst_host);
+        f.src_host = NONE;
+        f.dst_host = NONE;
+        self.map.remove(k);
+        self.release_host(src);
+        self.release_host(dst);
+        self.free_flows.push(index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::TestPacket;
+
+    #[test]
+    fn slot_map_survives_random_inserts_and_removes() {
+        let mut map = SlotMap::with_capacity(64);
+        let mut reference = std::collections::HashMap::new();
+        let mut x = 0x1234_5678_9abc_def0_u64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let k = x % 200;
+            if x.is_multiple_of(3) || reference.len() >= 60 {
+                map.remove(k);
+                reference.remove(&k);
+            } else {
+                map.insert(k, (x >> 32) as u32);
+                reference.insert(k, (x >> 32) as u32);
+            }
+            for probe in 0..200 {
+                assert_eq!(map.get(probe), *reference.get(&probe).unwrap_or(&NONE));
+            }
+        }
+    }
+
+    #[test]
+    fn placement_counts_hits_misses_and_collisions_like_spec_3() {
+        let mut pool: FlowPool<TestPacket> = FlowPool::new(64);
+        // Tags 5, 13, 21, ... all start at slot 5 of 8 queues (one set).
+        let (a, p) = pool.place_flow(1, 0, 5, 8).unwrap();
+        assert_eq!(p, Placement::Miss);
+        assert_eq!(pool.flow(a).slot, 5);
+        assert_eq!(pool.place_flow(1, 0, 5, 8).unwrap(), (a, Placement::Hit));
+        let (b, p) = pool.place_flow(1, 0, 13, 8).unwrap();
+        assert_eq!(p, Placement::Miss);
+        assert_eq!(pool.flow(b).slot, 6, "next way after the start, in order");
+        assert_eq!(
+            pool.place_flow(1, 0, 13, 8).unwrap(),
+            (b, Placement::IndirectHit)
+        );
+        for i in 2..8 {
+            let (_, p) = pool.place_flow(1, 0, 5 + 8 * i, 8).unwrap();
+            assert_eq!(p, Placement::Miss);
+        }
+        // The set is full: the flow at the start slot (a) is taken over.
+        assert_eq!(
+            pool.place_flow(1, 0, 5 + 8 * 9, 8).unwrap(),
+            (a, Placement::Collision)
+        );
+        // Another instance or tin has its own table.
+        assert_eq!(pool.place_flow(2, 0, 5, 8).unwrap().1, Placement::Miss);
+        assert_eq!(pool.place_flow(1, 1, 5, 8).unwrap().1, Placement::Miss);
+    }
+
+    #[test]
+    fn freed_flows_and_hosts_return_to_the_pool() {
+        let mut pool: FlowPool<TestPacket> = FlowPool::new(4);
+        let (f, _) = pool.place_flow(1, 0, 77, 1024).unwrap();
+        let h = pool.place_host(1, 0, false, 9, 1024).unwrap();
+        pool.flow_mut(f).src_host = h;
+        assert_eq!(
+            pool.place_host(1, 0, false, 9, 1024),
+            Some(h),
+            "same tag, same entry"
+        );
+        pool.release_host(h);
+        assert_eq!(pool.in_use(), 1);
+        pool.free_flow(f);
+        assert_eq!(pool.in_use(), 0);
+        // All four flows can be taken again, and a fifth cannot.
+        for t in 0..4 {
+            assert!(pool.place_flow(1, 0, t * 1000, 1024).is_some());
+        }
+        assert!(pool.place_flow(1, 0, 4242, 1024).is_none());
+    }
+}
+
+/// A doubly-linked list of flows through the pool (new, old or decaying flows of a tin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowList {
+    /// First flow, or NONE.
+    pub head: u32,
+    /// Last flow, or NONE.
+    pub tail: u32,
+}
+
+impl Default for FlowList {
+    fn default() -> Self {
+        FlowList {
+            head: NONE,
+            tail: NONE,
+        }
+    }
+}
+
+impl FlowList {
+    /// True when no flow is in the list.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.head == NONE
+    }
+
+    /// Appends flow `index`.
+    pub fn push_back<P: CakePacket>(&mut self, pool: &mut FlowPool<P>, index: u32, kind: ListKind) {
+        let tail = self.tail;
+        {
+            let f = pool.flow_mut(index);
+            f.prev = tail;
+            f.next = NONE;
+            f.list = kind;
+        }
+        if tail == NONE {
+            self.head = index;
+        } else {
+            pool.flow_mut(tail).next = index;
+        }
+        self.tail = index;
+    }
+
+    /// Unlinks flow `index`, which must be in this list.
+    pub fn remove<P: CakePacket>(&mut self, pool: &mut FlowPool<P>, index: u32) {
+        let (prev, next) = {
+            let f = pool.flow_mut(index);
+            let links = (f.prev, f.next);
+            f.prev = NONE;
+            f.next = NONE;
+            links
+        };
+        if prev == NONE {
+            self.head = next;
+        } else {
+            pool.flow_mut(prev).next = next;
+        }
+        if next == NONE {
+            self.tail = prev;
+        } else {
+            pool.flow_mut(next).prev = prev;
+        }
+    }
+}

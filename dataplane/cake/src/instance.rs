@@ -6,8 +6,10 @@
 //! the shaper says "not yet", dequeue says when: the worker files the instance in its timer
 //! wheel for that time and does not look at it before.
 
+use crate::ack_filter::TcpAck;
+use crate::autorate::Autorate;
 use crate::cobalt::{CobaltParams, Verdict};
-use crate::config::{CakeConfig, FlowMode};
+use crate::config::{AckFilter, CakeConfig, FlowMode};
 use crate::flows::{FlowList, FlowPool, FlowState, ListKind, Placement, NONE};
 use crate::overhead::adjusted_len;
 use crate::packet::{CakePacket, DropReason, NetworkKind, PacketMeta, PacketQueue};
@@ -144,6 +146,8 @@ pub struct InstanceStats {
     pub max_adjusted_len: u32,
     /// EWMA of the network header offset (bytes of L2 headers).
     pub avg_network_offset: u32,
+    /// `autorate-ingress`'s capacity estimate, bytes/s (0 when off).
+    pub capacity_estimate: u64,
 }
 
 /// One CAKE instance.
@@ -163,6 +167,7 @@ pub struct Cake {
     buffer_limit: u64,
     backlog_bytes: u64,
     backlog_packets: u32,
+    autorate: Autorate,
     stats: InstanceStats,
 }
 
@@ -186,6 +191,7 @@ impl Cake {
             buffer_limit: 0,
             backlog_bytes: 0,
             backlog_packets: 0,
+            autorate: Autorate::default(),
             stats: InstanceStats {
                 min_network_len: u32::MAX,
                 min_adjusted_len: u32::MAX,
@@ -436,6 +442,13 @@ impl Cake {
 
         let len = packet.frame_len();
         let footprint = packet.footprint();
+        if self.config.autorate_ingress {
+            if let Some(rate) = self.autorate.on_arrival(len, now) {
+                self.config.bandwidth = Some(rate.max(1));
+                self.apply_rates();
+            }
+            self.stats.capacity_estimate = self.autorate.estimate();
+        }
         let adjusted = adjusted_len(&self.config.overhead, len, meta.l3_offset);
         {
             let stamp = packet.stamp_mut();
@@ -486,6 +499,10 @@ impl Cake {
             flow.packets += 1;
         }
 
+        if self.config.ack_filter != AckFilter::Off && pool.flow(f).packets > 1 {
+            self.filter_acks(pool, f, t, sink);
+        }
+
         // Flow state (spec 4.2).
         match pool.flow(f).state {
             FlowState::Idle | FlowState::Decaying => {
@@ -511,6 +528,49 @@ impl Cake {
         while self.buffer_used > self.buffer_limit {
             if !self.drop_from_fattest(pool, now, sink) {
                 break;
+            }
+        }
+    }
+
+    /// Removes at most one ACK made redundant by the one just appended to flow `f` (spec 5.2).
+    fn filter_acks<P: CakePacket>(
+        &mut self,
+        pool: &mut FlowPool<P>,
+        f: u32,
+        t: usize,
+        sink: &mut impl FnMut(P, DropReason),
+    ) {
+        let queue = &pool.flow(f).queue;
+        let Some(trigger) = queue
+            .iter()
+            .last()
+            .and_then(|p| TcpAck::parse(p.data(), p.stamp()))
+            .filter(TcpAck::is_trigger)
+        else {
+            return;
+        };
+        let queued = pool.flow(f).packets as usize;
+        let mut oldest = None;
+        let mut found = 0;
+        let mut just_before = false;
+        for (i, p) in queue.iter().take(queued - 1).enumerate() {
+            if TcpAck::parse(p.data(), p.stamp()).is_some_and(|c| c.made_redundant_by(&trigger)) {
+                found += 1;
+                oldest.get_or_insert(i);
+                just_before = i == queued - 2;
+            }
+        }
+        let victim = match (found, self.config.ack_filter) {
+            (2.., _) => oldest,
+            (1, AckFilter::Aggressive) if just_before => oldest,
+            _ => None,
+        };
+        if let Some(i) = victim {
+            if let Some(p) = pool.flow_mut(f).queue.remove(i) {
+                self.account_removal(pool, f, t, &p);
+                self.tins[t].stats.ack_drops += 1;
+                self.stats.ack_drops += 1;
+                sink(p, DropReason::AckFilter);
             }
         }
     }

@@ -96,8 +96,10 @@ pub trait PacketQueue<P>: Default {
     fn front(&self) -> Option<&P>;
     /// True when empty.
     fn is_empty(&self) -> bool;
-    /// The packet at `index` from the head (0 = head), for the ACK filter's scan.
-    fn get(&self, index: usize) -> Option<&P>;
+    /// The packets from head to tail, for the ACK filter's scan.
+    fn iter<'a>(&'a self) -> impl Iterator<Item = &'a P>
+    where
+        P: 'a;
     /// Removes and returns the packet at `index` from the head.
     fn remove(&mut self, index: usize) -> Option<P>;
 }

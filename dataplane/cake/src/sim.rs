@@ -44,8 +44,11 @@ impl PacketQueue<TestPacket> for TestQueue {
     fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-    fn get(&self, index: usize) -> Option<&TestPacket> {
-        self.0.get(index)
+    fn iter<'a>(&'a self) -> impl Iterator<Item = &'a TestPacket>
+    where
+        TestPacket: 'a,
+    {
+        self.0.iter()
     }
     fn remove(&mut self, index: usize) -> Option<TestPacket> {
         self.0.remove(index)

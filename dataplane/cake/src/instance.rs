@@ -128,6 +128,26 @@ pub struct TinReport {
     pub stats: TinStats,
 }
 
+/// One active flow, for the debug view (spec 7, per flow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowReport {
+    /// Internal tin index and slot in the set-associative table.
+    pub tin: usize,
+    pub slot: u16,
+    pub state: FlowState,
+    pub deficit: i32,
+    /// COBALT: signal count, dropping state, next signal time, BLUE probability (Q0.32) and
+    /// timer.
+    pub count: u32,
+    pub dropping: bool,
+    pub drop_next: u64,
+    pub p_drop: u32,
+    pub blue_timer: u64,
+    /// Queue length and backlog bytes.
+    pub packets: u32,
+    pub backlog: u32,
+}
+
 /// Instance statistics (spec 7).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InstanceStats {
@@ -925,6 +945,40 @@ impl Cake {
     /// Instance statistics.
     pub fn stats(&self) -> InstanceStats {
         self.stats
+    }
+
+    /// Every active flow (queued, or decaying), tin by tin.
+    pub fn flow_reports<'a, P: CakePacket>(
+        &'a self,
+        pool: &'a FlowPool<P>,
+    ) -> impl Iterator<Item = FlowReport> + 'a {
+        self.tins.iter().enumerate().flat_map(move |(t, tin)| {
+            [tin.new_flows, tin.old_flows, tin.decaying_flows]
+                .into_iter()
+                .flat_map(move |list| {
+                    let mut next = list.head;
+                    std::iter::from_fn(move || {
+                        if next == NONE {
+                            return None;
+                        }
+                        let f = pool.flow(next);
+                        next = f.next;
+                        Some(FlowReport {
+                            tin: t,
+                            slot: f.slot,
+                            state: f.state,
+                            deficit: f.deficit,
+                            count: f.cobalt.count,
+                            dropping: f.cobalt.dropping,
+                            drop_next: f.cobalt.drop_next,
+                            p_drop: f.cobalt.p_drop,
+                            blue_timer: f.cobalt.blue_timer,
+                            packets: f.packets,
+                            backlog: f.backlog,
+                        })
+                    })
+                })
+        })
     }
 
     /// Per-tin statistics, in tin order (Bulk first in diffserv3/4).

@@ -49,5 +49,6 @@ pub mod tins;
 
 pub use config::CakeConfig;
 pub use flows::FlowPool;
-pub use instance::{Cake, Dequeued, InstanceSetup, InstanceStats, TinReport, TinStats};
+pub use flows::FlowState;
+pub use instance::{Cake, Dequeued, FlowReport, InstanceSetup, InstanceStats, TinReport, TinStats};
 pub use packet::{CakePacket, DropReason, NetworkKind, PacketMeta, PacketQueue, PacketStamp};

@@ -65,5 +65,5 @@ EOT
 
 # Not exec: the trap must run after sheetcake exits to remove the namespaces.
 set +e
-"$BIN" --config "$HERE/demo.toml"
+"$BIN" --config "${DEMO_CONFIG:-$HERE/demo.toml}"
 exit $?

@@ -203,7 +203,6 @@ impl Bridge {
                 name: "bench_mbufs".into(),
                 mbufs: 16383,
                 cache: 256,
-                private_bytes: 0,
                 data_room: 2176,
             },
         )

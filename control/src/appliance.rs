@@ -5,12 +5,15 @@
 //! the workers stop, the ports are closed and the pool must be whole again: an mbuf missing at
 //! that point is a bug, and sheetcake says so loudly and exits non-zero.
 
-use crate::config::Settings;
+use crate::config::{Settings, HANDOFF_RING_FRAMES};
+use crate::subscribers::{owner_worker, SubscriberSet};
 use sheetcake_dataplane::dpdk::{
-    tsc_hz, DpdkError, Eal, Mempool, MempoolConfig, Port, PortConfig, PortStats, RSS_IP,
+    mbuf_ring, tsc_hz, DpdkError, Eal, Mempool, MempoolConfig, Port, PortConfig, PortStats, RSS_IP,
 };
+use sheetcake_dataplane::shaping::{LocalSubscriber, Owner, SubscriberTables};
 use sheetcake_dataplane::worker::{
-    DropReason, PairQueues, PortQueues, PublishedCounters, Worker, WorkerCounters,
+    DropReason, Handoff, PairQueues, PortQueues, PublishedCounters, ShapingSetup, Worker,
+    WorkerCounters,
 };
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,8 +78,37 @@ fn eal_advice(err: &DpdkError) -> String {
     )
 }
 
+/// Splits the subscribers over `workers`: the shared address tables, and each worker's own
+/// subscribers with their CAKE configurations.
+fn plan_shaping(
+    set: SubscriberSet,
+    workers: usize,
+) -> (SubscriberTables, Vec<Vec<LocalSubscriber>>) {
+    let mut locals: Vec<Vec<LocalSubscriber>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut owners = Vec::with_capacity(set.subscribers.len());
+    for s in set.subscribers {
+        let w = owner_worker(&s.id, workers);
+        owners.push(Owner {
+            worker: w as u16,
+            local: locals[w].len() as u32,
+        });
+        locals[w].push(LocalSubscriber {
+            id: s.id,
+            download: s.download,
+            upload: s.upload,
+        });
+    }
+    (
+        SubscriberTables {
+            addresses: set.addresses,
+            owners,
+        },
+        locals,
+    )
+}
+
 /// Runs the appliance until SIGINT or SIGTERM.
-pub fn run(settings: &Settings) -> Result<(), RunError> {
+pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<(), RunError> {
     let eal = Eal::init(&settings.eal_args).map_err(|e| RunError::Start(eal_advice(&e)))?;
     let hz = tsc_hz(eal);
     let pool = Mempool::new(
@@ -85,7 +117,6 @@ pub fn run(settings: &Settings) -> Result<(), RunError> {
             name: "sheetcake_mbufs".into(),
             mbufs: settings.mbufs,
             cache: settings.mbuf_cache,
-            private_bytes: 0,
             data_room: settings.mbuf_data_room,
         },
     )?;
@@ -125,7 +156,22 @@ pub fn run(settings: &Settings) -> Result<(), RunError> {
 
     let published: Vec<PublishedCounters> =
         (0..workers).map(|_| PublishedCounters::default()).collect();
-    let finals = run_workers(settings, eal, hz, &ports, &published, &stop)?;
+    let shaping = match subscribers {
+        Some(set) => {
+            let count = set.subscribers.len();
+            let (tables, locals) = plan_shaping(set, usize::from(workers));
+            println!(
+                "shaping {count} subscribers over {workers} worker(s): {:?} each",
+                locals.iter().map(Vec::len).collect::<Vec<_>>()
+            );
+            Some((std::sync::Arc::new(tables), locals))
+        }
+        None => {
+            println!("no subscriber file: bridging without shaping");
+            None
+        }
+    };
+    let finals = run_workers(settings, eal, hz, &ports, &published, &stop, shaping)?;
 
     let mut totals = WorkerCounters::default();
     for counters in &finals {
@@ -189,8 +235,49 @@ fn run_workers(
     ports: &[[Port; 2]],
     published: &[PublishedCounters],
     stop: &AtomicBool,
+    shaping: Option<(Arc<SubscriberTables>, Vec<Vec<LocalSubscriber>>)>,
 ) -> Result<Vec<WorkerCounters>, RunError> {
     let workers = settings.worker_cores.len();
+    // Handoff rings: rings[from][to] for every ordered pair of distinct workers.
+    let mut setups: Vec<Option<(ShapingSetup, Handoff)>> = match shaping {
+        None => (0..workers).map(|_| None).collect(),
+        Some((tables, locals)) => {
+            let mut to: Vec<Vec<Option<_>>> = (0..workers)
+                .map(|_| (0..workers).map(|_| None).collect())
+                .collect();
+            let mut from: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
+            for (a, to_a) in to.iter_mut().enumerate() {
+                for (b, slot) in to_a.iter_mut().enumerate() {
+                    if a == b {
+                        continue;
+                    }
+                    let (producer, consumer) =
+                        mbuf_ring(eal, &format!("handoff_{a}_{b}"), HANDOFF_RING_FRAMES)?;
+                    *slot = Some(producer);
+                    from[b].push(consumer);
+                }
+            }
+            locals
+                .into_iter()
+                .zip(to)
+                .zip(from)
+                .enumerate()
+                .map(|(w, ((subscribers, to), from))| {
+                    Some((
+                        ShapingSetup {
+                            tables: Arc::clone(&tables),
+                            subscribers,
+                            worker: w as u16,
+                            flows: settings.shaping.flows_per_worker as usize,
+                            queued_budget: u64::from(settings.shaping.queued_per_worker),
+                            seed: 0x5eed_0000 + w as u64,
+                        },
+                        Handoff { to, from },
+                    ))
+                })
+                .collect()
+        }
+    };
     // Hand every worker its queue on every port.
     let mut per_worker: Vec<Vec<PairQueues<'_>>> = (0..workers).map(|_| Vec::new()).collect();
     for pair in ports {
@@ -213,7 +300,11 @@ fn run_workers(
         }
     }
 
+    // Workers stop one by one; frames still in a handoff ring are counted by their receiver
+    // once every worker has stopped sending.
+    let all_stopped = std::sync::Barrier::new(workers);
     std::thread::scope(|scope| {
+        let all_stopped = &all_stopped;
         let mut handles = Vec::new();
         for ((w, pairs), core) in per_worker
             .into_iter()
@@ -221,18 +312,39 @@ fn run_workers(
             .zip(settings.worker_cores.iter().copied())
         {
             let counters = &published[w];
+            let shaping = setups[w].take();
             let handle = std::thread::Builder::new()
                 .name(format!("worker{w}"))
                 .spawn_scoped(scope, move || -> Result<WorkerCounters, String> {
-                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                        return Err(format!("worker {w}: cannot pin the thread to core {core}"));
+                    let started = (|| {
+                        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                            return Err(format!(
+                                "worker {w}: cannot pin the thread to core {core}"
+                            ));
+                        }
+                        let lcore = eal.register_thread().map_err(|e| e.to_string())?;
+                        println!(
+                            "worker {w}: running on core {core} (lcore {})",
+                            lcore.lcore_id()
+                        );
+                        Ok(lcore)
+                    })();
+                    let _lcore = match started {
+                        Ok(lcore) => lcore,
+                        Err(e) => {
+                            // Tell the others to stop too, and meet them at the barrier.
+                            stop.store(true, Ordering::Relaxed);
+                            all_stopped.wait();
+                            return Err(e);
+                        }
+                    };
+                    let mut worker = Worker::new(pairs, counters, hz);
+                    if let Some((setup, handoff)) = shaping {
+                        worker = worker.with_shaping(setup, handoff);
                     }
-                    let lcore = eal.register_thread().map_err(|e| e.to_string())?;
-                    println!(
-                        "worker {w}: running on core {core} (lcore {})",
-                        lcore.lcore_id()
-                    );
-                    Ok(Worker::new(pairs, counters, hz).run(stop))
+                    worker.run(stop);
+                    all_stopped.wait();
+                    Ok(worker.drain_handoffs())
                 })
                 .map_err(|e| RunError::Start(format!("cannot start worker {w}: {e}")))?;
             handles.push(handle);
@@ -304,10 +416,13 @@ fn status_loop(
             let busy = now.busy_cycles - prev.busy_cycles;
             let packets = now.rx_packets - prev.rx_packets;
             println!(
-                "[{t:8.1}s] worker {w} core {:<3} rx {:>12} tx {:>12} dropped {:>8}  busy {:5.1}%  {} cycles/packet",
+                "[{t:8.1}s] worker {w} core {:<3} rx {:>12} tx {:>12} shaped {:>12} unshaped {:>12} queued {:>6} dropped {:>8}  busy {:5.1}%  {} cycles/packet",
                 settings.worker_cores[w],
                 now.rx_packets,
                 now.tx_packets,
+                now.shaped_packets,
+                now.unshaped_packets,
+                now.queued,
                 now.dropped_total(),
                 100.0 * busy as f64 / cycles as f64,
                 busy.checked_div(packets).map_or("-".into(), |c| c.to_string()),

@@ -40,7 +40,77 @@ pub struct Config {
     /// Bridged port pairs.
     #[serde(default)]
     pub pairs: Vec<PairSection>,
+    /// Per-subscriber shaping.
+    #[serde(default)]
+    pub shaping: ShapingSection,
 }
+
+/// `[shaping]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShapingSection {
+    /// The subscriber file (relative paths are relative to the configuration file). Without
+    /// one, sheetcake bridges without shaping.
+    pub subscribers: Option<Spanned<String>>,
+    /// tc-cake words every download instance starts from.
+    #[serde(default = "default_download_words")]
+    pub download: Spanned<String>,
+    /// tc-cake words every upload instance starts from.
+    #[serde(default = "default_upload_words")]
+    pub upload: Spanned<String>,
+    /// Active flows a worker can track, over all its subscribers.
+    #[serde(default = "default_flows_per_worker")]
+    pub flows_per_worker: Spanned<u32>,
+    /// Frames a worker may hold queued, over all its subscribers.
+    #[serde(default = "default_queued_per_worker")]
+    pub queued_per_worker: Spanned<u32>,
+}
+
+fn default_download_words() -> Spanned<String> {
+    Spanned::new(0..0, "diffserv4 triple-isolate".into())
+}
+fn default_upload_words() -> Spanned<String> {
+    // Egress semantics, like downloads: where the box itself is the upload bottleneck (the
+    // plan rate is below what the modem lets through) this delivers the plan rate. Where the
+    // modem already limits uploads to the plan, add `ingress` and set the rate a little below
+    // it (spec 4.5); deploy/sheetcake.toml.example explains.
+    Spanned::new(0..0, "diffserv4 triple-isolate".into())
+}
+fn default_flows_per_worker() -> Spanned<u32> {
+    Spanned::new(0..0, 65_536)
+}
+fn default_queued_per_worker() -> Spanned<u32> {
+    Spanned::new(0..0, 16_384)
+}
+
+impl Default for ShapingSection {
+    fn default() -> Self {
+        ShapingSection {
+            subscribers: None,
+            download: default_download_words(),
+            upload: default_upload_words(),
+            flows_per_worker: default_flows_per_worker(),
+            queued_per_worker: default_queued_per_worker(),
+        }
+    }
+}
+
+/// Shaping settings after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shaping {
+    /// The subscriber file, resolved.
+    pub subscribers: Option<std::path::PathBuf>,
+    /// Default words per direction.
+    pub defaults: crate::subscribers::Defaults,
+    /// Active flows per worker.
+    pub flows_per_worker: u32,
+    /// Queued frames per worker.
+    pub queued_per_worker: u32,
+}
+
+/// Frames each handoff ring between two workers holds: eight bursts, so a worker can hand a
+/// full burst from every port to one owner for several loops before the owner must catch up.
+pub const HANDOFF_RING_FRAMES: u32 = 256;
 
 /// `[eal]`
 #[derive(Debug, Deserialize)]
@@ -305,6 +375,8 @@ pub struct Settings {
     pub status_interval_seconds: f64,
     /// The bridged pairs.
     pub pairs: Vec<Pair>,
+    /// Per-subscriber shaping.
+    pub shaping: Shaping,
 }
 
 /// Bytes DPDK keeps free at the start of every mbuf (`RTE_PKTMBUF_HEADROOM`).
@@ -327,7 +399,16 @@ impl Settings {
                 message: format!("cannot read the configuration file: {e}"),
             }])
         })?;
-        Settings::parse(&text, &file)
+        let mut settings = Settings::parse(&text, &file)?;
+        // Relative subscriber paths are relative to the configuration file.
+        if let Some(subs) = &mut settings.shaping.subscribers {
+            if subs.is_relative() {
+                if let Some(dir) = path.parent() {
+                    *subs = dir.join(&*subs);
+                }
+            }
+        }
+        Ok(settings)
     }
 
     /// Validates configuration text; `file` names it in errors.
@@ -523,15 +604,49 @@ impl Validator<'_> {
             }
         }
 
+        for (key, value) in [
+            ("shaping.download", &config.shaping.download),
+            ("shaping.upload", &config.shaping.upload),
+        ] {
+            if let Err(e) = sheetcake_cake::CakeConfig::parse(value.get_ref()) {
+                self.error(value, key, format!("not valid tc-cake options: {e}"));
+            }
+        }
+        let flows = *config.shaping.flows_per_worker.get_ref();
+        if !(1_024..=16_777_216).contains(&flows) {
+            self.error(
+                &config.shaping.flows_per_worker,
+                "shaping.flows_per_worker",
+                format!("expected 1024 to 16777216 active flows, got {flows}"),
+            );
+        }
+        let queued = *config.shaping.queued_per_worker.get_ref();
+        if !(1_024..=4_194_304).contains(&queued) {
+            self.error(
+                &config.shaping.queued_per_worker,
+                "shaping.queued_per_worker",
+                format!("expected 1024 to 4194304 frames, got {queued}"),
+            );
+        }
+
         let workers = worker_cores.len().max(1) as u32;
         let ports = (2 * pairs.len()) as u32;
+        let shaping_on = config.shaping.subscribers.is_some();
         let needed = mbufs_needed(
             ports,
             workers,
             u32::from(*config.ports.rx_descriptors.get_ref()),
             u32::from(*config.ports.tx_descriptors.get_ref()),
             cache,
-        );
+        ) + if shaping_on {
+            // Queued frames, the handoff rings between every two workers, and the frames
+            // waiting to be handed off.
+            workers * queued
+                + workers * workers.saturating_sub(1) * HANDOFF_RING_FRAMES
+                + workers * workers * TX_PENDING_FRAMES
+        } else {
+            0
+        };
         let mbufs = match &config.mempool.mbufs {
             Some(value) if *value.get_ref() < needed => {
                 self.error(
@@ -593,6 +708,19 @@ impl Validator<'_> {
             tx_descriptors: *config.ports.tx_descriptors.get_ref(),
             status_interval_seconds: interval,
             pairs,
+            shaping: Shaping {
+                subscribers: config
+                    .shaping
+                    .subscribers
+                    .as_ref()
+                    .map(|p| std::path::PathBuf::from(p.get_ref())),
+                defaults: crate::subscribers::Defaults {
+                    download: config.shaping.download.get_ref().clone(),
+                    upload: config.shaping.upload.get_ref().clone(),
+                },
+                flows_per_worker: flows,
+                queued_per_worker: queued,
+            },
         })
     }
 }
@@ -600,6 +728,8 @@ impl Validator<'_> {
 /// The smallest pool that can never run dry in steady state: every descriptor of every queue
 /// of every port filled, every worker's pending TX buffers full plus one RX burst in hand, and
 /// every per-core cache full. Plus one burst per worker of slack.
+const TX_PENDING_FRAMES: u32 = sheetcake_dataplane::worker::TX_PENDING as u32;
+
 fn mbufs_needed(ports: u32, workers: u32, rx_desc: u32, tx_desc: u32, cache: u32) -> u32 {
     use sheetcake_dataplane::worker::{BURST_SIZE, TX_PENDING};
     let rings = ports * workers * (rx_desc + tx_desc);

@@ -2,6 +2,7 @@
 
 mod appliance;
 mod config;
+mod subscribers;
 
 use clap::Parser;
 use config::{Settings, EMBEDDED_DEMO};
@@ -38,6 +39,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let subscribers = match &settings.shaping.subscribers {
+        Some(path) => match subscribers::SubscriberSet::load(path, &settings.shaping.defaults) {
+            Ok(set) => Some(set),
+            Err(errors) => {
+                eprintln!("sheetcake: the subscriber file is not valid:\n{errors}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     if args.check_config {
         println!("configuration {} is valid", settings.source);
         println!("  EAL arguments: {}", settings.eal_args.join(" "));
@@ -57,9 +68,17 @@ fn main() -> ExitCode {
                 pair.ports[1].port_name()
             );
         }
+        match &subscribers {
+            Some(set) => println!(
+                "  shaping {} subscribers ({} addresses and prefixes)",
+                set.subscribers.len(),
+                set.addresses.len()
+            ),
+            None => println!("  no subscriber file: bridging without shaping"),
+        }
         return ExitCode::SUCCESS;
     }
-    match appliance::run(&settings) {
+    match appliance::run(&settings, subscribers) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("sheetcake: {err}");

@@ -5,5 +5,7 @@
 
 pub mod classify;
 pub mod dpdk;
+pub mod packet;
 pub mod sched;
+pub mod shaping;
 pub mod worker;

@@ -1,17 +1,37 @@
 //! The run-to-completion worker loop.
 //!
 //! One worker runs on one core and owns one RX and one TX queue of every port. Its loop is the
-//! whole packet path: read the time, receive a burst from each port, forward it toward the
-//! other port of the pair, transmit, and every [`PUBLISH_INTERVAL_US`] publish its counters.
-//! It never blocks, never allocates and never takes a lock.
+//! whole packet path, in this order:
 //!
-//! Frames the TX queue refuses stay in a small per-direction pending buffer and are retried on
-//! the next loop; while that buffer cannot take a full burst the worker simply does not receive
-//! from the opposite port, so back-pressure ends in the NIC's RX ring (counted by the port as
-//! `rx_missed`) rather than in a silent drop here.
+//! 1. read the time (once);
+//! 2. receive a burst from each port; classify each frame to (subscriber, direction) by its
+//!    address beneath any VLAN tags or PPPoE header; frames of no subscriber (and non-IP or
+//!    malformed frames) go straight to the other port of the pair; frames of a subscriber this
+//!    worker owns go into that subscriber's CAKE; the others go to their owner's handoff ring;
+//! 3. take in what other workers handed over;
+//! 4. move instances whose shaper came due from the timer wheel to the ready queue, and
+//!    dequeue from ready instances what the shaper allows;
+//! 5. transmit, and every [`PUBLISH_INTERVAL_US`] publish the counters.
+//!
+//! It never blocks, never allocates and never takes a lock. Only instances with packets are
+//! visited: the ready queue and the timer wheel hold them; idle subscribers cost nothing.
+//!
+//! Frames the TX queue refuses stay in a small per-port pending buffer and are retried; while a
+//! port's pending buffer cannot take a full burst, the worker neither receives from the port
+//! that feeds it nor dequeues shaped frames, so back-pressure ends in CAKE's queues (where the
+//! AQM manages it) or in the NIC's RX ring (counted by the port as `rx_missed`), never in a
+//! silent drop.
 
-use crate::dpdk::{tsc, MbufBuffer, RxQueue, TxQueue};
+use crate::dpdk::{tsc, Mbuf, MbufBuffer, RingConsumer, RingProducer, RxQueue, TxQueue};
+use crate::packet::PacketInfo;
+use crate::sched::TimerWheel;
+use crate::shaping::{Direction, LocalSubscriber, ReadyQueue, SubscriberTables};
+use sheetcake_cake::{
+    Cake, Dequeued, DropReason as CakeDrop, FlowPool, InstanceSetup, NetworkKind, PacketMeta,
+};
+use sheetcake_parse::{parse_frame, Network};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Frames asked of an RX queue per call, as in DPDK's l2fwd and testpmd.
 pub const BURST_SIZE: usize = 32;
@@ -24,22 +44,66 @@ pub const TX_PENDING: usize = 2 * BURST_SIZE;
 /// microseconds. Often enough for a live status line, rare enough to cost nothing.
 pub const PUBLISH_INTERVAL_US: u64 = 1_000;
 
+/// Most packets one instance may send per service before the next ready instance gets its
+/// turn: keeps one busy subscriber from delaying the others' due packets by more than a burst.
+pub const SERVICE_QUANTUM: usize = 8;
+
 /// Why a worker dropped a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
 pub enum DropReason {
     /// The frame was still waiting for a TX queue when the worker stopped.
     Shutdown = 0,
+    /// CAKE's AQM (COBALT) dropped it.
+    Aqm = 1,
+    /// The subscriber's CAKE was over its memory limit (the fattest flow's head).
+    Overflow = 2,
+    /// CAKE's ACK filter found it redundant.
+    AckFilter = 3,
+    /// The owner worker's handoff ring was full.
+    HandoffFull = 4,
+    /// The worker's budget of queued buffers was used up.
+    Budget = 5,
+    /// Still queued in CAKE when the worker stopped.
+    Flushed = 6,
+    /// A shaped frame found its port's TX backlog full (the worker checks for room before
+    /// dequeueing, so this stays at zero unless that check is broken).
+    TxFull = 7,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 1] = [DropReason::Shutdown];
+    pub const ALL: [DropReason; 8] = [
+        DropReason::Shutdown,
+        DropReason::Aqm,
+        DropReason::Overflow,
+        DropReason::AckFilter,
+        DropReason::HandoffFull,
+        DropReason::Budget,
+        DropReason::Flushed,
+        DropReason::TxFull,
+    ];
 
     /// Stable lower-case name, for status lines and metrics labels.
     pub fn name(self) -> &'static str {
         match self {
             DropReason::Shutdown => "shutdown",
+            DropReason::Aqm => "aqm",
+            DropReason::Overflow => "overflow",
+            DropReason::AckFilter => "ack_filter",
+            DropReason::HandoffFull => "handoff_full",
+            DropReason::Budget => "budget",
+            DropReason::Flushed => "flushed",
+            DropReason::TxFull => "tx_full",
+        }
+    }
+
+    fn from_cake(reason: CakeDrop) -> DropReason {
+        match reason {
+            CakeDrop::Aqm => DropReason::Aqm,
+            CakeDrop::Overflow => DropReason::Overflow,
+            CakeDrop::AckFilter => DropReason::AckFilter,
+            CakeDrop::Flushed => DropReason::Flushed,
         }
     }
 }
@@ -53,8 +117,17 @@ pub struct WorkerCounters {
     pub rx_packets: u64,
     /// Frames handed to TX queues.
     pub tx_packets: u64,
+    /// Frames that went through a subscriber's CAKE (counted when enqueued).
+    pub shaped_packets: u64,
+    /// Frames that passed through unshaped (no subscriber, not IP, or malformed).
+    pub unshaped_packets: u64,
+    /// Frames handed to another worker, and received from other workers.
+    pub handed_off: u64,
+    pub taken_over: u64,
     /// Frames dropped, by [`DropReason`].
     pub dropped: [u64; DROP_REASONS],
+    /// Frames queued in this worker's CAKE instances now.
+    pub queued: u64,
     /// Loop iterations.
     pub iterations: u64,
     /// TSC cycles spent in iterations that moved at least one frame.
@@ -76,44 +149,58 @@ impl WorkerCounters {
 }
 
 /// Where a worker publishes its counters for the control thread: one writer, any number of
-/// readers, no locks. Each field is updated with a relaxed store of a monotonic value, so a
-/// reader may see fields from two neighbouring publications, never a torn number.
+/// readers, no locks. Each field is updated with a relaxed store of the worker's own value, so
+/// a reader may see fields from two neighbouring publications, never a torn number.
 #[derive(Debug, Default)]
 #[repr(align(64))]
 pub struct PublishedCounters {
-    rx_packets: AtomicU64,
-    tx_packets: AtomicU64,
-    dropped: [AtomicU64; DROP_REASONS],
-    iterations: AtomicU64,
-    busy_cycles: AtomicU64,
-    total_cycles: AtomicU64,
+    fields: [AtomicU64; 10 + DROP_REASONS],
 }
 
 impl PublishedCounters {
     fn publish(&self, c: &WorkerCounters) {
-        self.rx_packets.store(c.rx_packets, Ordering::Relaxed);
-        self.tx_packets.store(c.tx_packets, Ordering::Relaxed);
-        for (slot, value) in self.dropped.iter().zip(c.dropped) {
-            slot.store(value, Ordering::Relaxed);
+        let values = [
+            c.rx_packets,
+            c.tx_packets,
+            c.shaped_packets,
+            c.unshaped_packets,
+            c.handed_off,
+            c.taken_over,
+            c.queued,
+            c.iterations,
+            c.busy_cycles,
+            c.total_cycles,
+        ];
+        for (slot, v) in self
+            .fields
+            .iter()
+            .zip(values.iter().chain(c.dropped.iter()))
+        {
+            slot.store(*v, Ordering::Relaxed);
         }
-        self.iterations.store(c.iterations, Ordering::Relaxed);
-        self.busy_cycles.store(c.busy_cycles, Ordering::Relaxed);
-        self.total_cycles.store(c.total_cycles, Ordering::Relaxed);
     }
 
     /// The latest published counters.
     pub fn read(&self) -> WorkerCounters {
+        let v: Vec<u64> = self
+            .fields
+            .iter()
+            .map(|f| f.load(Ordering::Relaxed))
+            .collect();
         let mut dropped = [0; DROP_REASONS];
-        for (value, slot) in dropped.iter_mut().zip(&self.dropped) {
-            *value = slot.load(Ordering::Relaxed);
-        }
+        dropped.copy_from_slice(&v[10..]);
         WorkerCounters {
-            rx_packets: self.rx_packets.load(Ordering::Relaxed),
-            tx_packets: self.tx_packets.load(Ordering::Relaxed),
+            rx_packets: v[0],
+            tx_packets: v[1],
+            shaped_packets: v[2],
+            unshaped_packets: v[3],
+            handed_off: v[4],
+            taken_over: v[5],
+            queued: v[6],
+            iterations: v[7],
+            busy_cycles: v[8],
+            total_cycles: v[9],
             dropped,
-            iterations: self.iterations.load(Ordering::Relaxed),
-            busy_cycles: self.busy_cycles.load(Ordering::Relaxed),
-            total_cycles: self.total_cycles.load(Ordering::Relaxed),
         }
     }
 }
@@ -135,39 +222,141 @@ pub struct PairQueues<'port> {
     pub ports: [PortQueues<'port>; 2],
 }
 
-/// Per pair: frames waiting for the TX queue of `[core, access]`.
-type Pending = [MbufBuffer<TX_PENDING>; 2];
+/// The handoff rings of one worker: to each other worker, and from each.
+pub struct Handoff {
+    /// `to[w]` sends to worker `w` (`None` for this worker itself).
+    pub to: Vec<Option<RingProducer>>,
+    /// Rings other workers send to this one.
+    pub from: Vec<RingConsumer>,
+}
 
-/// A worker: its queues, its pending frames, its counters.
+/// What a worker shapes with: the shared tables, its own subscribers, and its limits.
+pub struct ShapingSetup {
+    /// Address tables, shared by all workers.
+    pub tables: Arc<SubscriberTables>,
+    /// This worker's subscribers, by local index.
+    pub subscribers: Vec<LocalSubscriber>,
+    /// This worker's number.
+    pub worker: u16,
+    /// Active flows the worker's pool holds (all its instances together).
+    pub flows: usize,
+    /// Frames the worker may hold queued in all its instances together.
+    pub queued_budget: u64,
+    /// Seed of the flow hashes.
+    pub seed: u64,
+}
+
+/// The shaping state of a worker.
+struct Shaper {
+    tables: Arc<SubscriberTables>,
+    worker: u16,
+    cakes: Vec<Cake>,
+    pool: FlowPool<Mbuf>,
+    wheel: TimerWheel,
+    ready: ReadyQueue,
+    handoff: Handoff,
+    /// Frames waiting to be handed to each other worker (room for one burst from every port
+    /// between two flushes).
+    outbox: Vec<MbufBuffer<TX_PENDING>>,
+    queued_budget: u64,
+}
+
+/// Nanoseconds from TSC cycles, in 32.32 fixed point so the loop converts with one multiply.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    base: u64,
+    ns_per_cycle_q32: u128,
+}
+
+impl Clock {
+    fn new(tsc_hz: u64) -> Clock {
+        Clock {
+            base: tsc(),
+            ns_per_cycle_q32: (1_000_000_000u128 << 32) / u128::from(tsc_hz.max(1)),
+        }
+    }
+
+    #[inline]
+    fn ns(&self, cycles: u64) -> u64 {
+        ((u128::from(cycles.wrapping_sub(self.base)) * self.ns_per_cycle_q32) >> 32) as u64
+    }
+}
+
+/// A worker: its queues, its pending frames, its subscribers, its counters.
 pub struct Worker<'port, 'shared> {
-    pairs: Vec<PairQueues<'port>>,
-    pending: Vec<Pending>,
+    /// Every port, flattened: pair `p` is ports `2p` (core) and `2p + 1` (access).
+    ports: Vec<PortQueues<'port>>,
+    pending: Vec<MbufBuffer<TX_PENDING>>,
+    /// Frames just received, before classification.
+    burst: MbufBuffer<BURST_SIZE>,
+    shaper: Option<Shaper>,
     counters: WorkerCounters,
     published: &'shared PublishedCounters,
     publish_every_cycles: u64,
+    clock: Clock,
 }
 
 impl<'port, 'shared> Worker<'port, 'shared> {
-    /// A worker over `pairs`, publishing to `published`. `tsc_hz` converts the publication
-    /// interval to TSC cycles.
+    /// A bridging worker over `pairs` (no shaping), publishing to `published`.
     pub fn new(
         pairs: Vec<PairQueues<'port>>,
         published: &'shared PublishedCounters,
         tsc_hz: u64,
     ) -> Self {
-        let pending = pairs.iter().map(|_| Pending::default()).collect();
+        let ports: Vec<PortQueues<'port>> = pairs.into_iter().flat_map(|p| p.ports).collect();
+        let pending = ports.iter().map(|_| MbufBuffer::new()).collect();
         Worker {
-            pairs,
+            ports,
             pending,
+            burst: MbufBuffer::new(),
+            shaper: None,
             counters: WorkerCounters::default(),
             published,
             publish_every_cycles: (tsc_hz / 1_000_000).max(1) * PUBLISH_INTERVAL_US,
+            clock: Clock::new(tsc_hz),
         }
     }
 
-    /// Runs the loop until `stop` is set, then frees what is still pending and publishes the
-    /// counters. The worker keeps its queues and counters: it may be run again (the benchmark
-    /// does, between reference runs).
+    /// Adds shaping: the worker's subscribers get their CAKE instances (two each).
+    pub fn with_shaping(mut self, setup: ShapingSetup, handoff: Handoff) -> Self {
+        let now = self.clock.ns(tsc());
+        let cakes: Vec<Cake> = setup
+            .subscribers
+            .iter()
+            .enumerate()
+            .flat_map(|(local, s)| {
+                let id = 2 * local as u32;
+                [
+                    Cake::new(
+                        s.download,
+                        InstanceSetup::new(id, setup.seed ^ u64::from(id)),
+                    ),
+                    Cake::new(
+                        s.upload,
+                        InstanceSetup::new(id + 1, setup.seed ^ u64::from(id + 1)),
+                    ),
+                ]
+            })
+            .collect();
+        let instances = cakes.len();
+        let outbox = handoff.to.iter().map(|_| MbufBuffer::new()).collect();
+        self.shaper = Some(Shaper {
+            tables: setup.tables,
+            worker: setup.worker,
+            cakes,
+            pool: FlowPool::new(setup.flows),
+            wheel: TimerWheel::new(instances, now),
+            ready: ReadyQueue::new(instances),
+            handoff,
+            outbox,
+            queued_budget: setup.queued_budget,
+        });
+        self
+    }
+
+    /// Runs the loop until `stop` is set, then frees what is still pending or queued and
+    /// publishes the counters. The worker keeps its queues and counters: it may be run again
+    /// (the benchmark does, between reference runs).
     pub fn run(&mut self, stop: &AtomicBool) -> WorkerCounters {
         let started = tsc();
         let cycles_before = self.counters.total_cycles;
@@ -177,51 +366,315 @@ impl<'port, 'shared> Worker<'port, 'shared> {
         while !stop.load(Ordering::Relaxed) {
             // The one clock read of the loop: it ends the previous iteration (whose cycles count
             // as busy if it moved frames) and starts this one.
-            let now = tsc();
+            let cycles = tsc();
             if previous_moved {
-                self.counters.busy_cycles += now - iteration_start;
+                self.counters.busy_cycles += cycles - iteration_start;
             }
-            iteration_start = now;
-            if now >= next_publish {
-                self.counters.total_cycles = cycles_before + (now - started);
+            iteration_start = cycles;
+            if cycles >= next_publish {
+                self.counters.total_cycles = cycles_before + (cycles - started);
                 self.published.publish(&self.counters);
-                next_publish = now + self.publish_every_cycles;
+                next_publish = cycles + self.publish_every_cycles;
             }
-            previous_moved = self.poll_once() > 0;
+            previous_moved = self.poll_once(cycles) > 0;
             self.counters.iterations += 1;
         }
-        for pending in &mut self.pending {
-            for buffer in pending.iter_mut() {
-                while buffer.pop().is_some() {
-                    self.counters.dropped[DropReason::Shutdown as usize] += 1;
-                }
-            }
-        }
+        self.shutdown();
         self.counters.total_cycles = cycles_before + (tsc() - started);
         self.published.publish(&self.counters);
         self.counters
     }
 
-    /// One pass over every port: receive, forward, transmit. Returns the frames moved.
-    #[inline]
-    fn poll_once(&mut self) -> usize {
-        let mut moved = 0;
-        for (pair, pending) in self.pairs.iter_mut().zip(self.pending.iter_mut()) {
-            for from in 0..2 {
-                let to = 1 - from;
-                let out = &mut pending[to];
-                if out.spare() >= BURST_SIZE {
-                    let received = pair.ports[from].rx.rx_burst(out, BURST_SIZE);
-                    self.counters.rx_packets += received as u64;
-                    moved += received;
+    fn shutdown(&mut self) {
+        for buffer in &mut self.pending {
+            while buffer.pop().is_some() {
+                self.counters.dropped[DropReason::Shutdown as usize] += 1;
+            }
+        }
+        if let Some(shaper) = &mut self.shaper {
+            let dropped = &mut self.counters.dropped;
+            for out in &mut shaper.outbox {
+                while out.pop().is_some() {
+                    dropped[DropReason::Shutdown as usize] += 1;
                 }
-                if !out.is_empty() {
-                    let sent = pair.ports[to].tx.tx_burst(out);
-                    self.counters.tx_packets += sent as u64;
-                    moved += sent;
+            }
+            let Shaper { cakes, pool, .. } = shaper;
+            for cake in cakes.iter_mut() {
+                cake.drain(pool, &mut |m, _| {
+                    drop(m);
+                    dropped[DropReason::Flushed as usize] += 1;
+                });
+            }
+            self.counters.queued = 0;
+        }
+    }
+
+    /// After every worker has stopped (so nobody sends any more), counts what other workers
+    /// handed over but this one never took in, frees it, and publishes the final counters.
+    pub fn drain_handoffs(&mut self) -> WorkerCounters {
+        if let Some(shaper) = &mut self.shaper {
+            let mut taken: MbufBuffer<BURST_SIZE> = MbufBuffer::new();
+            for ring in &mut shaper.handoff.from {
+                while ring.receive(&mut taken, BURST_SIZE) > 0 {
+                    while taken.pop().is_some() {
+                        self.counters.taken_over += 1;
+                        self.counters.dropped[DropReason::Shutdown as usize] += 1;
+                    }
                 }
             }
         }
+        self.published.publish(&self.counters);
+        self.counters
+    }
+
+    /// One pass: receive and classify, take handoffs, serve due instances, transmit. Returns
+    /// the frames moved.
+    #[inline]
+    fn poll_once(&mut self, cycles: u64) -> usize {
+        let mut moved = 0;
+        let now = self.clock.ns(cycles);
+        for from in 0..self.ports.len() {
+            let to = from ^ 1;
+            if self.pending[to].spare() < BURST_SIZE {
+                continue;
+            }
+            if self.shaper.as_ref().is_none_or(|s| s.tables.is_empty()) {
+                // Pure bridge: no parsing at all.
+                let n = self.ports[from]
+                    .rx
+                    .rx_burst(&mut self.pending[to], BURST_SIZE);
+                self.counters.rx_packets += n as u64;
+                self.counters.unshaped_packets += n as u64;
+                moved += n;
+                continue;
+            }
+            let n = self.ports[from].rx.rx_burst(&mut self.burst, BURST_SIZE);
+            self.counters.rx_packets += n as u64;
+            moved += n;
+            while let Some(m) = self.burst.pop() {
+                self.classify(m, from, now);
+            }
+            if let Some(shaper) = &mut self.shaper {
+                moved += shaper.hand_off(&mut self.counters);
+            }
+        }
+        if let Some(shaper) = &mut self.shaper {
+            moved += shaper.exchange(&mut self.counters, now);
+            moved += shaper.serve(&mut self.pending, &mut self.counters, now);
+        }
+        for (port, out) in self.ports.iter_mut().zip(self.pending.iter_mut()) {
+            if !out.is_empty() {
+                let sent = port.tx.tx_burst(out);
+                self.counters.tx_packets += sent as u64;
+                moved += sent;
+            }
+        }
         moved
+    }
+
+    /// Sends a received frame on its way: to a subscriber's CAKE, to its owner, or through.
+    #[inline]
+    fn classify(&mut self, mut m: Mbuf, from: usize, now: u64) {
+        let to = from ^ 1;
+        let shaper = self
+            .shaper
+            .as_mut()
+            .expect("classify runs only when shaping");
+        let direction = if from.is_multiple_of(2) {
+            Direction::Download
+        } else {
+            Direction::Upload
+        };
+        let Some((meta, owner)) = subscriber_of(&shaper.tables, m.data(), direction) else {
+            self.counters.unshaped_packets += 1;
+            // Room for a whole burst was checked before receiving.
+            let _ = self.pending[to].push(m);
+            return;
+        };
+        *m.info_mut() = PacketInfo {
+            stamp: Default::default(),
+            meta,
+            instance: 2 * owner.local + direction as u32,
+            egress: to as u16,
+        };
+        self.counters.shaped_packets += 1;
+        if owner.worker == shaper.worker {
+            shaper.enqueue(m, &mut self.counters, now);
+        } else {
+            let w = owner.worker as usize;
+            if let Err(m) = shaper.outbox[w].push(m) {
+                drop(m);
+                self.counters.dropped[DropReason::HandoffFull as usize] += 1;
+            }
+            self.counters.handed_off += 1;
+        }
+    }
+}
+
+/// Finds the subscriber a frame belongs to: by destination address for downloads, by source
+/// for uploads. Non-IP and malformed frames belong to nobody.
+#[inline]
+fn subscriber_of(
+    tables: &SubscriberTables,
+    frame: &[u8],
+    direction: Direction,
+) -> Option<(PacketMeta, crate::shaping::Owner)> {
+    let parsed = parse_frame(frame).ok()?;
+    let mut meta = PacketMeta {
+        l3_offset: parsed.l3_offset() as u16,
+        ..PacketMeta::default()
+    };
+    let v4 = match parsed.network {
+        Network::Ipv4(h) => {
+            meta.network = NetworkKind::Ipv4;
+            meta.dscp = h.dscp;
+            meta.ecn = h.ecn;
+            meta.protocol = h.protocol;
+            meta.src[..4].copy_from_slice(&h.src);
+            meta.dst[..4].copy_from_slice(&h.dst);
+            true
+        }
+        Network::Ipv6(h) => {
+            meta.network = NetworkKind::Ipv6;
+            meta.dscp = h.dscp;
+            meta.ecn = h.ecn;
+            meta.protocol = h.next_header;
+            meta.src = h.src;
+            meta.dst = h.dst;
+            false
+        }
+        Network::Arp | Network::Other => return None,
+    };
+    if let Some(t) = parsed.transport {
+        meta.l4_offset = t.offset;
+        meta.src_port = t.src_port;
+        meta.dst_port = t.dst_port;
+    }
+    let addr = match direction {
+        Direction::Download => &meta.dst,
+        Direction::Upload => &meta.src,
+    };
+    let owner = tables.lookup(v4, addr)?;
+    Some((meta, owner))
+}
+
+impl Shaper {
+    /// Queues a frame in its instance (this worker owns it).
+    #[inline]
+    fn enqueue(&mut self, m: Mbuf, counters: &mut WorkerCounters, now: u64) {
+        if counters.queued >= self.queued_budget {
+            // The worker's share of the pool is used up: refusing here keeps RX refilling for
+            // every other subscriber. (Dropping from the fattest instance instead is planned.)
+            drop(m);
+            counters.dropped[DropReason::Budget as usize] += 1;
+            return;
+        }
+        let id = m.info().instance;
+        let meta = m.info().meta;
+        let cake = &mut self.cakes[id as usize];
+        let before = cake.backlog_packets();
+        cake.enqueue(&mut self.pool, m, &meta, now, &mut |m, r| {
+            drop(m);
+            counters.dropped[DropReason::from_cake(r) as usize] += 1;
+        });
+        let after = cake.backlog_packets();
+        counters.queued = counters.queued + u64::from(after) - u64::from(before);
+        if before == 0 && after > 0 {
+            self.ready.push(id);
+        }
+    }
+
+    /// Sends what is bound for other workers. What a full ring refuses is dropped: the owner
+    /// is overloaded, and waiting would stall this worker's own subscribers.
+    #[inline]
+    fn hand_off(&mut self, counters: &mut WorkerCounters) -> usize {
+        let mut moved = 0;
+        for (w, out) in self.outbox.iter_mut().enumerate() {
+            if out.is_empty() {
+                continue;
+            }
+            if let Some(ring) = &mut self.handoff.to[w] {
+                moved += ring.send(out);
+            }
+            while let Some(m) = out.pop() {
+                drop(m);
+                counters.dropped[DropReason::HandoffFull as usize] += 1;
+            }
+        }
+        moved
+    }
+
+    /// Takes in what other workers handed over.
+    #[inline]
+    fn exchange(&mut self, counters: &mut WorkerCounters, now: u64) -> usize {
+        let mut moved = 0;
+        let mut taken: MbufBuffer<BURST_SIZE> = MbufBuffer::new();
+        for r in 0..self.handoff.from.len() {
+            let n = self.handoff.from[r].receive(&mut taken, BURST_SIZE);
+            counters.taken_over += n as u64;
+            moved += n;
+            while let Some(m) = taken.pop() {
+                self.enqueue(m, counters, now);
+            }
+        }
+        moved
+    }
+
+    /// Dequeues from instances whose shaper allows it, while every port can take a frame.
+    #[inline]
+    fn serve(
+        &mut self,
+        pending: &mut [MbufBuffer<TX_PENDING>],
+        counters: &mut WorkerCounters,
+        now: u64,
+    ) -> usize {
+        let ready = &mut self.ready;
+        self.wheel.advance(now, |id| ready.push(id));
+        let mut sent = 0;
+        for _ in 0..self.ready.len() {
+            if pending.iter().any(|p| p.spare() == 0) {
+                break;
+            }
+            let Some(id) = self.ready.pop() else { break };
+            let cake = &mut self.cakes[id as usize];
+            let mut still_ready = true;
+            for _ in 0..SERVICE_QUANTUM {
+                // A dequeued frame cannot be put back: dequeue only while every port has room.
+                if pending.iter().any(|p| p.spare() == 0) {
+                    break;
+                }
+                let result = cake.dequeue(&mut self.pool, now, &mut |m, r| {
+                    drop(m);
+                    counters.dropped[DropReason::from_cake(r) as usize] += 1;
+                    counters.queued -= 1;
+                });
+                match result {
+                    Dequeued::Packet(m) => {
+                        counters.queued -= 1;
+                        let egress = m.info().egress as usize;
+                        match pending[egress].push(m) {
+                            Ok(()) => sent += 1,
+                            Err(m) => {
+                                drop(m);
+                                counters.dropped[DropReason::TxFull as usize] += 1;
+                            }
+                        }
+                    }
+                    Dequeued::WaitUntil(t) => {
+                        self.wheel.schedule(id, t);
+                        still_ready = false;
+                        break;
+                    }
+                    Dequeued::Empty => {
+                        still_ready = false;
+                        break;
+                    }
+                }
+            }
+            if still_ready {
+                self.ready.push(id);
+            }
+        }
+        sent
     }
 }

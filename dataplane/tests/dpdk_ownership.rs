@@ -40,7 +40,6 @@ fn fixture() -> (MutexGuard<'static, ()>, &'static Fixture) {
                 name: "test_mbufs".into(),
                 mbufs: 2047,
                 cache: 0,
-                private_bytes: 0,
                 data_room: 2176,
             },
         )
@@ -177,5 +176,32 @@ fn a_full_handoff_ring_refuses_without_waiting_and_frees_leftovers_on_drop() {
         f.pool.in_use(),
         0,
         "dropping both ends frees what the ring held"
+    );
+}
+
+#[test]
+fn an_intrusive_queue_keeps_order_removes_from_the_middle_and_frees_on_drop() {
+    use sheetcake_dataplane::dpdk::MbufQueue;
+    let (_g, f) = fixture();
+    let mut q = MbufQueue::default();
+    for i in 0..6u8 {
+        let mut m = Mbuf::from_bytes(f.pool, &[i; 64]).unwrap();
+        m.info_mut().instance = u32::from(i);
+        q.push_back(m);
+    }
+    let order: Vec<u8> = q.iter().map(|m| m.data()[0]).collect();
+    assert_eq!(order, [0, 1, 2, 3, 4, 5]);
+    assert_eq!(q.remove(2).unwrap().info().instance, 2);
+    assert_eq!(q.remove(4).unwrap().data()[0], 5, "removing the tail");
+    q.push_back(Mbuf::from_bytes(f.pool, &[9; 64]).unwrap());
+    let order: Vec<u8> = q.iter().map(|m| m.data()[0]).collect();
+    assert_eq!(order, [0, 1, 3, 4, 9]);
+    assert_eq!(q.pop_front().unwrap().data()[0], 0);
+    assert_eq!(f.pool.in_use(), 4);
+    drop(q);
+    assert_eq!(
+        f.pool.in_use(),
+        0,
+        "dropping the queue frees every mbuf in it"
     );
 }

@@ -1,11 +1,33 @@
 //! Owned packet buffers and fixed-size bursts of them.
 
 use super::Mempool;
+use crate::packet::PacketInfo;
 use std::ptr::NonNull;
+
+/// What sheetcake keeps in every mbuf's private area (after the `rte_mbuf` header): the link
+/// of the per-flow queue the mbuf waits in, and what classification and CAKE recorded.
+///
+/// Every field is valid when all bytes are zero, which is how `rte_pktmbuf_init` leaves the
+/// private area when the pool is created, and only valid values are ever written to it.
+#[repr(C)]
+struct MbufPrivate {
+    /// The next mbuf of the queue this one is in (owned through this link).
+    next: Option<Mbuf>,
+    /// Classification and CAKE's stamp.
+    info: PacketInfo,
+}
+
+/// Bytes of private area every sheetcake mempool reserves per mbuf (a multiple of 8, as DPDK
+/// requires).
+pub const MBUF_PRIVATE_BYTES: u16 = (std::mem::size_of::<MbufPrivate>() as u16).next_multiple_of(8);
 
 /// One packet buffer, owned. Dropping it returns it to its pool; moving it moves the ownership.
 /// There is no `Clone`: two owners of one mbuf cannot exist in safe code.
+///
+/// `repr(transparent)` over a non-null pointer: an `Option<Mbuf>` is one nullable pointer, which
+/// is what lets the queue links in the private area be owning `Option<Mbuf>` values.
 #[derive(Debug)]
+#[repr(transparent)]
 pub struct Mbuf {
     raw: NonNull<dpdk_sys::rte_mbuf>,
 }
@@ -75,6 +97,46 @@ impl Mbuf {
     pub fn segments(&self) -> u16 {
         // SAFETY: we own a valid mbuf.
         unsafe { (*self.raw.as_ptr()).nb_segs }
+    }
+
+    #[inline]
+    fn private(&self) -> *mut MbufPrivate {
+        // SAFETY: every pool sheetcake creates reserves MBUF_PRIVATE_BYTES of private area right
+        // after the rte_mbuf header (see Mempool::new); the pointer stays inside the object.
+        unsafe {
+            debug_assert!((*self.raw.as_ptr()).priv_size >= MBUF_PRIVATE_BYTES);
+            self.raw
+                .as_ptr()
+                .cast::<u8>()
+                .add(std::mem::size_of::<dpdk_sys::rte_mbuf>())
+                .cast()
+        }
+    }
+
+    /// What classification and CAKE recorded for this frame.
+    #[inline]
+    pub fn info(&self) -> &PacketInfo {
+        // SAFETY: the private area always holds a valid PacketInfo (zeroed at pool creation,
+        // then only written with valid values); &self keeps it unaliased for writes.
+        unsafe { &(*self.private()).info }
+    }
+
+    /// Writable access to [`Mbuf::info`].
+    #[inline]
+    pub fn info_mut(&mut self) -> &mut PacketInfo {
+        // SAFETY: as in `info`, with &mut self for exclusivity.
+        unsafe { &mut (*self.private()).info }
+    }
+
+    /// Bytes this buffer occupies in the pool: header, private area and data room.
+    #[inline]
+    pub fn footprint(&self) -> u32 {
+        // SAFETY: we own a valid mbuf.
+        let (buf_len, priv_size) = unsafe {
+            let m = self.raw.as_ptr();
+            ((*m).buf_len, (*m).priv_size)
+        };
+        std::mem::size_of::<dpdk_sys::rte_mbuf>() as u32 + u32::from(priv_size) + u32::from(buf_len)
     }
 
     /// Gives up ownership without freeing; the caller must hand the pointer to DPDK or rebuild
@@ -242,5 +304,119 @@ impl<const N: usize> MbufBuffer<N> {
 impl<const N: usize> Drop for MbufBuffer<N> {
     fn drop(&mut self) {
         while self.pop().is_some() {}
+    }
+}
+
+/// A FIFO of owned mbufs linked through their private areas: no allocation, O(1) at both ends.
+/// Dropping the queue frees what it holds.
+pub struct MbufQueue {
+    head: Option<Mbuf>,
+    /// Last mbuf of the chain (null when empty); owned through the chain, not through this.
+    tail: *mut dpdk_sys::rte_mbuf,
+}
+
+// SAFETY: the queue owns its mbufs as a Vec<Mbuf> would; the tail pointer points into the
+// chain the queue owns.
+unsafe impl Send for MbufQueue {}
+
+impl Default for MbufQueue {
+    fn default() -> Self {
+        MbufQueue {
+            head: None,
+            tail: std::ptr::null_mut(),
+        }
+    }
+}
+
+impl MbufQueue {
+    /// Appends `mbuf`.
+    #[inline]
+    pub fn push_back(&mut self, mbuf: Mbuf) {
+        let raw = mbuf.raw.as_ptr();
+        // SAFETY: the link of an mbuf not in a queue may hold a stale value from an earlier
+        // life; overwrite it without reading or dropping it.
+        unsafe { std::ptr::write(&mut (*mbuf.private()).next, None) };
+        if self.tail.is_null() {
+            self.head = Some(mbuf);
+        } else {
+            // SAFETY: tail is the last mbuf of our chain, alive and owned by it; its link is
+            // None (written when it was pushed).
+            unsafe {
+                let tail = std::mem::ManuallyDrop::new(Mbuf::from_raw(self.tail));
+                std::ptr::write(&mut (*tail.private()).next, Some(mbuf));
+            }
+        }
+        self.tail = raw;
+    }
+
+    /// Takes the head.
+    #[inline]
+    pub fn pop_front(&mut self) -> Option<Mbuf> {
+        let head = self.head.take()?;
+        // SAFETY: head was pushed, so its link holds a valid Option<Mbuf>; taking it leaves
+        // None behind.
+        self.head = unsafe { (*head.private()).next.take() };
+        if self.head.is_none() {
+            self.tail = std::ptr::null_mut();
+        }
+        Some(head)
+    }
+
+    /// The head.
+    #[inline]
+    pub fn front(&self) -> Option<&Mbuf> {
+        self.head.as_ref()
+    }
+
+    /// True when empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    /// The mbufs from head to tail.
+    pub fn iter(&self) -> impl Iterator<Item = &Mbuf> + '_ {
+        let mut cur = self.head.as_ref();
+        std::iter::from_fn(move || {
+            let m = cur?;
+            // SAFETY: m is in our chain; its link is a valid Option<Mbuf> owned by the chain,
+            // borrowed for as long as &self.
+            cur = unsafe { (*m.private()).next.as_ref() };
+            Some(m)
+        })
+    }
+
+    /// Removes the mbuf at `index` from the head.
+    pub fn remove(&mut self, index: usize) -> Option<Mbuf> {
+        if index == 0 {
+            return self.pop_front();
+        }
+        // Find the mbuf before it.
+        let mut prev = self.head.as_ref()?.raw.as_ptr();
+        for _ in 1..index {
+            // SAFETY: prev is in our chain.
+            let next = unsafe {
+                let m = std::mem::ManuallyDrop::new(Mbuf::from_raw(prev));
+                (*m.private()).next.as_ref().map(|n| n.raw.as_ptr())
+            };
+            prev = next?;
+        }
+        // SAFETY: prev is in our chain; we unlink its successor and splice the rest back.
+        unsafe {
+            let p = std::mem::ManuallyDrop::new(Mbuf::from_raw(prev));
+            let victim = (*p.private()).next.take()?;
+            let rest = (*victim.private()).next.take();
+            if rest.is_none() {
+                self.tail = prev;
+            }
+            (*p.private()).next = rest;
+            Some(victim)
+        }
+    }
+}
+
+impl Drop for MbufQueue {
+    fn drop(&mut self) {
+        while self.pop_front().is_some() {}
     }
 }

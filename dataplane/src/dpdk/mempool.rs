@@ -13,8 +13,6 @@ pub struct MempoolConfig {
     pub mbufs: u32,
     /// Per-lcore cache size, in mbufs.
     pub cache: u32,
-    /// Bytes of private area per mbuf, after the `rte_mbuf` header (for queue links and stamps).
-    pub private_bytes: u16,
     /// Bytes of packet data room per mbuf, headroom included.
     pub data_room: u16,
 }
@@ -32,7 +30,8 @@ unsafe impl Send for Mempool {}
 unsafe impl Sync for Mempool {}
 
 impl Mempool {
-    /// Creates a pool of mbufs on the caller's NUMA socket.
+    /// Creates a pool of mbufs on the caller's NUMA socket, each with sheetcake's private area
+    /// (queue link and packet information) after its header.
     pub fn new(_eal: &Eal, config: &MempoolConfig) -> Result<Mempool, DpdkError> {
         let context = || {
             format!(
@@ -52,7 +51,7 @@ impl Mempool {
                 name.as_ptr(),
                 config.mbufs,
                 config.cache,
-                config.private_bytes,
+                super::mbuf::MBUF_PRIVATE_BYTES,
                 config.data_room,
                 dpdk_sys::rte_socket_id() as i32,
             )

@@ -16,7 +16,7 @@ mod port;
 mod ring;
 
 pub use eal::{tsc, tsc_hz, Eal, LcoreRegistration};
-pub use mbuf::{Mbuf, MbufBuffer};
+pub use mbuf::{Mbuf, MbufBuffer, MbufQueue, MBUF_PRIVATE_BYTES};
 pub use mempool::{Mempool, MempoolConfig};
 pub use port::{Port, PortConfig, PortStats, RxQueue, TxQueue};
 pub use ring::{mbuf_ring, RingConsumer, RingProducer};

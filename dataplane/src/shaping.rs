@@ -1,0 +1,147 @@
+//! What a worker needs to shape: which subscriber an address belongs to, who owns it, and the
+//! CAKE configuration of each of its own subscribers.
+//!
+//! The control thread builds [`ShapingPlan`]s; a worker only reads the tables. Subscribers are
+//! sharded over workers by a hash of their ID: the owner alone touches their CAKE instances.
+
+use crate::classify::{AddressTable, SubscriberSlot};
+use sheetcake_cake::CakeConfig;
+
+/// Which way a frame travels through the box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Direction {
+    /// Core to access: the subscriber is the destination.
+    Download = 0,
+    /// Access to core: the subscriber is the source.
+    Upload = 1,
+}
+
+/// A subscriber's place: its owner worker and its index among that worker's subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// The worker.
+    pub worker: u16,
+    /// Index among the worker's subscribers: its instances are `2 * local` (download) and
+    /// `2 * local + 1` (upload).
+    pub local: u32,
+}
+
+/// The address tables every worker reads.
+#[derive(Debug, Default)]
+pub struct SubscriberTables {
+    /// Address or prefix to subscriber slot.
+    pub addresses: AddressTable,
+    /// Slot to owner.
+    pub owners: Vec<Owner>,
+}
+
+impl SubscriberTables {
+    /// The owner of the subscriber `addr` belongs to (IPv4 when `v4`, else IPv6 bytes).
+    #[inline]
+    pub fn lookup(&self, v4: bool, addr: &[u8; 16]) -> Option<Owner> {
+        let slot: SubscriberSlot = if v4 {
+            self.addresses
+                .lookup_v4([addr[0], addr[1], addr[2], addr[3]])?
+        } else {
+            self.addresses.lookup_v6(*addr)?
+        };
+        self.owners.get(slot.0 as usize).copied()
+    }
+
+    /// True when no subscriber is configured: every frame passes through unparsed.
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+}
+
+/// One subscriber as its owner sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalSubscriber {
+    /// The operator's ID, for statistics.
+    pub id: String,
+    /// CAKE for the download direction.
+    pub download: CakeConfig,
+    /// CAKE for the upload direction.
+    pub upload: CakeConfig,
+}
+
+/// A fixed-capacity FIFO of instance numbers waiting for service, each at most once.
+#[derive(Debug)]
+pub struct ReadyQueue {
+    ring: Vec<u32>,
+    queued: Vec<bool>,
+    head: usize,
+    len: usize,
+}
+
+impl ReadyQueue {
+    /// A queue for instances `0..capacity`. Allocates once.
+    pub fn new(capacity: usize) -> ReadyQueue {
+        ReadyQueue {
+            ring: vec![0; capacity.max(1)],
+            queued: vec![false; capacity],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    /// Queues `id` unless it is already queued.
+    #[inline]
+    pub fn push(&mut self, id: u32) {
+        if std::mem::replace(&mut self.queued[id as usize], true) {
+            return;
+        }
+        let at = (self.head + self.len) % self.ring.len();
+        self.ring[at] = id;
+        self.len += 1;
+    }
+
+    /// Takes the oldest.
+    #[inline]
+    pub fn pop(&mut self) -> Option<u32> {
+        if self.len == 0 {
+            return None;
+        }
+        let id = self.ring[self.head];
+        self.head = (self.head + 1) % self.ring.len();
+        self.len -= 1;
+        self.queued[id as usize] = false;
+        Some(id)
+    }
+
+    /// Instances waiting.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when none waits.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_queue_is_fifo_and_holds_each_instance_once() {
+        let mut q = ReadyQueue::new(4);
+        q.push(2);
+        q.push(0);
+        q.push(2);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.pop(), Some(2));
+        q.push(3);
+        q.push(2);
+        q.push(1);
+        assert_eq!(
+            std::iter::from_fn(|| q.pop()).collect::<Vec<_>>(),
+            [0, 3, 2, 1]
+        );
+        assert!(q.is_empty());
+    }
+}

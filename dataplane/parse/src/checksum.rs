@@ -1,16 +1,20 @@
 //! The Internet checksum (RFC 1071) and its incremental update (RFC 1624), for rewriting
-//! header fields in place without summing the whole header again.
+//! header fields in place without summing the whole header again: CAKE marks ECN CE and
+//! washes DSCP on the packet path, where a full recomputation per packet would be waste.
 
 /// The ones'-complement sum of `data` as 16-bit big-endian words (an odd last byte is padded
 /// with zero), folded to 16 bits. Not complemented.
 pub fn ones_complement_sum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
+    // A u64 cannot carry out: that would take 2^48 words of 0xffff.
+    let mut sum: u64 = 0;
     let mut words = data.chunks_exact(2);
-    for w in &mut words {
-        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    for word in &mut words {
+        if let [high, low] = *word {
+            sum = sum.wrapping_add(u64::from(u16::from_be_bytes([high, low])));
+        }
     }
-    if let [last] = words.remainder() {
-        sum += u32::from(*last) << 8;
+    if let [last] = *words.remainder() {
+        sum = sum.wrapping_add(u64::from(last) << 8);
     }
     fold(sum)
 }
@@ -22,17 +26,21 @@ pub fn checksum(data: &[u8]) -> u16 {
 
 /// The new checksum after one 16-bit word of the covered data changes from `old` to `new`:
 /// HC' = ~(~HC + ~m + m') (RFC 1624, eqn. 3), which agrees with a full recomputation in every
-/// case, unlike RFC 1141's older formula.
+/// case, unlike RFC 1141's older formula (which can leave 0x0000 where 0xffff belongs).
 #[inline]
 pub fn update(checksum: u16, old: u16, new: u16) -> u16 {
-    let sum = u32::from(!checksum) + u32::from(!old) + u32::from(new);
+    // Three u16 values: the sum fits a u64 with room to spare.
+    let sum = u64::from(!checksum)
+        .wrapping_add(u64::from(!old))
+        .wrapping_add(u64::from(new));
     !fold(sum)
 }
 
+/// Folds the carries of a ones'-complement sum back into 16 bits.
 #[inline]
-fn fold(mut sum: u32) -> u16 {
+fn fold(mut sum: u64) -> u16 {
     while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff).wrapping_add(sum >> 16);
     }
     sum as u16
 }
@@ -67,6 +75,26 @@ mod tests {
             h[10] = 0;
             h[11] = 0;
             assert_eq!(updated, checksum(&h), "tos {tos:#04x}");
+        }
+    }
+
+    #[test]
+    fn incremental_update_matches_recomputation_for_every_word_pair_sample() {
+        // All old/new pairs of a stride through the 16-bit space, in the header's first word.
+        for old in (0..=u16::MAX).step_by(257) {
+            for new in (0..=u16::MAX).step_by(263) {
+                let mut h = HEADER;
+                h[0..2].copy_from_slice(&old.to_be_bytes());
+                h[10] = 0;
+                h[11] = 0;
+                let before = checksum(&h);
+                h[0..2].copy_from_slice(&new.to_be_bytes());
+                assert_eq!(
+                    update(before, old, new),
+                    checksum(&h),
+                    "{old:#06x} -> {new:#06x}"
+                );
+            }
         }
     }
 

@@ -14,6 +14,9 @@ use toml::Spanned;
 /// `make run` builds (see `deploy/demo.sh`).
 pub const EMBEDDED_DEMO: &str = include_str!("../../deploy/demo.toml");
 
+/// The demo's subscriber file, used with [`EMBEDDED_DEMO`].
+pub const EMBEDDED_DEMO_SUBSCRIBERS: &str = include_str!("../../deploy/demo-subscribers.toml");
+
 /// Largest MTU a port may be configured with (jumbo frames), in bytes of IP packet.
 pub const MAX_MTU: u16 = 9600;
 /// Smallest MTU IPv4 allows (RFC 791).

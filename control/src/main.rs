@@ -5,7 +5,7 @@ mod config;
 mod subscribers;
 
 use clap::Parser;
-use config::{Settings, EMBEDDED_DEMO};
+use config::{Settings, EMBEDDED_DEMO, EMBEDDED_DEMO_SUBSCRIBERS};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,8 +39,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let defaults = &settings.shaping.defaults;
     let subscribers = match &settings.shaping.subscribers {
-        Some(path) => match subscribers::SubscriberSet::load(path, &settings.shaping.defaults) {
+        Some(_) if args.config.is_none() => {
+            match subscribers::SubscriberSet::parse(
+                EMBEDDED_DEMO_SUBSCRIBERS,
+                "<embedded demo subscribers>",
+                defaults,
+            ) {
+                Ok(set) => Some(set),
+                Err(errors) => {
+                    eprintln!("sheetcake: the demo subscribers are not valid:\n{errors}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        Some(path) => match subscribers::SubscriberSet::load(path, defaults) {
             Ok(set) => Some(set),
             Err(errors) => {
                 eprintln!("sheetcake: the subscriber file is not valid:\n{errors}");

@@ -349,6 +349,14 @@ upload_options = "diffserv5"
     }
 
     #[test]
+    fn the_documented_example_is_valid() {
+        let text = include_str!("../../deploy/subscribers.toml.example");
+        let set = SubscriberSet::parse(text, "subscribers.toml.example", &defaults()).unwrap();
+        assert_eq!(set.subscribers.len(), 2);
+        assert_eq!(set.addresses.len(), 4);
+    }
+
+    #[test]
     fn unknown_fields_are_errors() {
         let text = GOOD.replace("upload = \"5mbit\"", "upload = \"5mbit\"\nplan = \"gold\"");
         let err = SubscriberSet::parse(&text, "subs.toml", &defaults())

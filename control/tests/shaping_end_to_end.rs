@@ -73,7 +73,11 @@ fn iperf(client: &Host, server: &Host, download: bool, parallel: u32, seconds: u
     if download {
         args.push("-R".into());
     }
-    let out = client.command("iperf3").args(&args).output().expect("iperf3 client");
+    let out = client
+        .command("iperf3")
+        .args(&args)
+        .output()
+        .expect("iperf3 client");
     let _ = srv.wait();
     let json = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "iperf3 failed:\n{json}");
@@ -133,7 +137,19 @@ fn ping_under_download(sub: &Host, net: &Host) -> (u32, u32, f64) {
     std::thread::sleep(Duration::from_millis(400));
     let mut load = sub
         .command("iperf3")
-        .args(["-c", &net.address, "-p", "5203", "-C", "cubic", "-R", "-P", "4", "-t", "10"])
+        .args([
+            "-c",
+            &net.address,
+            "-p",
+            "5203",
+            "-C",
+            "cubic",
+            "-R",
+            "-P",
+            "4",
+            "-t",
+            "10",
+        ])
         .stdout(Stdio::null())
         .spawn()
         .expect("iperf3 load");
@@ -205,19 +221,32 @@ fn ping_stays_low_under_load_where_a_fifo_of_the_same_rate_bloats() {
     ] {
         sh("ip", &[&["-n", &sub.ns][..], &args[..]].concat());
     }
-    let tc = |args: &[&str]| sh("ip", &[&["netns", "exec", &sub.ns, "tc"][..], args].concat());
+    let tc = |args: &[&str]| {
+        sh(
+            "ip",
+            &[&["netns", "exec", &sub.ns, "tc"][..], args].concat(),
+        )
+    };
     tc(&["qdisc", "add", "dev", &inner, "handle", "ffff:", "ingress"]);
     tc(&[
-        "filter", "add", "dev", &inner, "parent", "ffff:", "protocol", "all", "u32", "match", "u32",
-        "0", "0", "action", "mirred", "egress", "redirect", "dev", "ifb0",
+        "filter", "add", "dev", &inner, "parent", "ffff:", "protocol", "all", "u32", "match",
+        "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", "ifb0",
     ]);
-    tc(&["qdisc", "add", "dev", "ifb0", "root", "handle", "1:", "htb", "default", "10"]);
-    tc(&["class", "add", "dev", "ifb0", "parent", "1:", "classid", "1:10", "htb", "rate", "20mbit"]);
-    tc(&["qdisc", "add", "dev", "ifb0", "parent", "1:10", "pfifo", "limit", "1000"]);
+    tc(&[
+        "qdisc", "add", "dev", "ifb0", "root", "handle", "1:", "htb", "default", "10",
+    ]);
+    tc(&[
+        "class", "add", "dev", "ifb0", "parent", "1:", "classid", "1:10", "htb", "rate", "20mbit",
+    ]);
+    tc(&[
+        "qdisc", "add", "dev", "ifb0", "parent", "1:10", "pfifo", "limit", "1000",
+    ]);
     let (_, _, fifo) = ping_under_download(&sub, &net);
     let (status, output) = app.stop();
     assert_clean_shutdown(status, &output);
-    let _ = Command::new("ip").args(["-n", &sub.ns, "link", "del", "ifb0"]).status();
+    let _ = Command::new("ip")
+        .args(["-n", &sub.ns, "link", "del", "ifb0"])
+        .status();
 
     eprintln!(
         "ping avg: idle {idle:.2} ms, under a 4-flow download {loaded:.2} ms through sheetcake \
@@ -225,8 +254,14 @@ fn ping_stays_low_under_load_where_a_fifo_of_the_same_rate_bloats() {
     );
     assert!(got * 10 >= sent * 9, "ping lost more than 10 % under load");
     // CAKE's target is 5 ms; allow 10 ms on top for this machine's noise.
-    assert!(loaded <= idle + 15.0, "loaded {loaded} ms vs idle {idle} ms");
-    assert!(fifo > 100.0, "the FIFO reference only reached {fifo} ms: the comparison proves nothing");
+    assert!(
+        loaded <= idle + 15.0,
+        "loaded {loaded} ms vs idle {idle} ms"
+    );
+    assert!(
+        fifo > 100.0,
+        "the FIFO reference only reached {fifo} ms: the comparison proves nothing"
+    );
     assert!(fifo > 5.0 * loaded);
 }
 
@@ -242,7 +277,10 @@ fn addresses_of_no_subscriber_pass_unshaped() {
     let (sent, got, _) = ping(&sub, &net.address, 5, "0.2");
     assert_eq!((sent, got), (5, 5), "ARP and ICMP of an unknown host pass");
     let rate = iperf(&sub, &net, true, 1, 4);
-    assert!(rate > 3.0 * DOWN_MBIT * 1e6, "unknown host limited to {rate} bit/s");
+    assert!(
+        rate > 3.0 * DOWN_MBIT * 1e6,
+        "unknown host limited to {rate} bit/s"
+    );
     let (status, output) = app.stop();
     assert_clean_shutdown(status, &output);
     assert!(output.contains("shaped"), "{output}");

@@ -521,7 +521,7 @@ fn subscriber_of(
 ) -> Option<(PacketMeta, crate::shaping::Owner)> {
     let parsed = parse_frame(frame).ok()?;
     let mut meta = PacketMeta {
-        l3_offset: parsed.l3_offset() as u16,
+        l3_offset: parsed.l3_offset,
         ..PacketMeta::default()
     };
     let v4 = match parsed.network {
@@ -543,9 +543,9 @@ fn subscriber_of(
             meta.dst = h.dst;
             false
         }
-        Network::Arp | Network::Other => return None,
+        _ => return None,
     };
-    if let Some(t) = parsed.transport {
+    if let Some(t) = parsed.l4 {
         meta.l4_offset = t.offset;
         meta.src_port = t.src_port;
         meta.dst_port = t.dst_port;

@@ -433,43 +433,57 @@ impl<'port, 'shared> Worker<'port, 'shared> {
     fn poll_once(&mut self, cycles: u64) -> usize {
         let mut moved = 0;
         let now = self.clock.ns(cycles);
+        let bridging = self.shaper.as_ref().is_none_or(|s| s.tables.is_empty());
         for from in 0..self.ports.len() {
             let to = from ^ 1;
-            if self.pending[to].spare() < BURST_SIZE {
-                continue;
+            if self.pending[to].spare() >= BURST_SIZE {
+                if bridging {
+                    // Pure bridge: no parsing at all.
+                    let n = self.ports[from]
+                        .rx
+                        .rx_burst(&mut self.pending[to], BURST_SIZE);
+                    self.counters.rx_packets += n as u64;
+                    self.counters.unshaped_packets += n as u64;
+                    moved += n;
+                } else {
+                    let n = self.ports[from].rx.rx_burst(&mut self.burst, BURST_SIZE);
+                    self.counters.rx_packets += n as u64;
+                    moved += n;
+                    while let Some(m) = self.burst.pop() {
+                        self.classify(m, from, now);
+                    }
+                    if let Some(shaper) = &mut self.shaper {
+                        moved += shaper.hand_off(&mut self.counters);
+                    }
+                }
             }
-            if self.shaper.as_ref().is_none_or(|s| s.tables.is_empty()) {
-                // Pure bridge: no parsing at all.
-                let n = self.ports[from]
-                    .rx
-                    .rx_burst(&mut self.pending[to], BURST_SIZE);
-                self.counters.rx_packets += n as u64;
-                self.counters.unshaped_packets += n as u64;
-                moved += n;
-                continue;
+            if bridging {
+                // Send while the frames just received are still in cache.
+                moved += self.transmit(to);
             }
-            let n = self.ports[from].rx.rx_burst(&mut self.burst, BURST_SIZE);
-            self.counters.rx_packets += n as u64;
-            moved += n;
-            while let Some(m) = self.burst.pop() {
-                self.classify(m, from, now);
-            }
+        }
+        if !bridging {
             if let Some(shaper) = &mut self.shaper {
-                moved += shaper.hand_off(&mut self.counters);
+                moved += shaper.exchange(&mut self.counters, now);
+                moved += shaper.serve(&mut self.pending, &mut self.counters, now);
             }
-        }
-        if let Some(shaper) = &mut self.shaper {
-            moved += shaper.exchange(&mut self.counters, now);
-            moved += shaper.serve(&mut self.pending, &mut self.counters, now);
-        }
-        for (port, out) in self.ports.iter_mut().zip(self.pending.iter_mut()) {
-            if !out.is_empty() {
-                let sent = port.tx.tx_burst(out);
-                self.counters.tx_packets += sent as u64;
-                moved += sent;
+            for port in 0..self.ports.len() {
+                moved += self.transmit(port);
             }
         }
         moved
+    }
+
+    /// Hands port `port`'s pending frames to its TX queue; returns how many it took.
+    #[inline]
+    fn transmit(&mut self, port: usize) -> usize {
+        let out = &mut self.pending[port];
+        if out.is_empty() {
+            return 0;
+        }
+        let sent = self.ports[port].tx.tx_burst(out);
+        self.counters.tx_packets += sent as u64;
+        sent
     }
 
     /// Sends a received frame on its way: to a subscriber's CAKE, to its owner, or through.

@@ -195,3 +195,66 @@ fn the_flow_view_shows_state_and_queue() {
     assert_eq!((flows[0].packets, flows[0].backlog), (3, 600));
     assert_eq!(flows[0].count, 0);
 }
+
+/// An IPv6 UDP frame with traffic class `tc`, and its metadata.
+fn ipv6_frame(tc: u8, port: u16) -> (TestPacket, sheetcake_cake::PacketMeta) {
+    let mut b = vec![0u8; 14 + 40 + 8 + 1000];
+    b[12..14].copy_from_slice(&[0x86, 0xdd]);
+    b[14] = 0x60 | (tc >> 4);
+    b[15] = (tc << 4) | 0x05; // low nibble: flow label bits, must survive
+    b[18..20].copy_from_slice(&1008u16.to_be_bytes());
+    b[20] = 17;
+    b[21] = 64;
+    b[22..38].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    b[38..54].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    b[54..56].copy_from_slice(&port.to_be_bytes());
+    let mut meta = sheetcake_cake::PacketMeta {
+        l3_offset: 14,
+        network: sheetcake_cake::NetworkKind::Ipv6,
+        dscp: tc >> 2,
+        ecn: tc & 3,
+        protocol: 17,
+        l4_offset: 54,
+        src_port: port,
+        dst_port: 0,
+        ..Default::default()
+    };
+    meta.src.copy_from_slice(&b[22..38]);
+    meta.dst.copy_from_slice(&b[38..54]);
+    let p = TestPacket {
+        bytes: b,
+        stamp: Default::default(),
+        source: 0,
+        created_at: 0,
+    };
+    (p, meta)
+}
+
+#[test]
+fn ipv6_packets_are_marked_in_the_traffic_class_keeping_the_flow_label() {
+    let (mut c, mut pool) = cake("bandwidth 1mbit besteffort");
+    for i in 0..200u64 {
+        let (p, meta) = ipv6_frame(2, 7); // ECT(0)
+        c.enqueue(&mut pool, p, &meta, i * 1_000_000, &mut |_, _| {
+            panic!("no drops")
+        });
+    }
+    let mut now = 0;
+    let mut marked = 0;
+    loop {
+        match c.dequeue(&mut pool, now, &mut |_, _| panic!("ECT packets are marked")) {
+            Dequeued::Packet(p) => {
+                let tc = (p.bytes[14] << 4) | (p.bytes[15] >> 4);
+                assert_eq!(p.bytes[14] >> 4, 6, "version kept");
+                assert_eq!(p.bytes[15] & 0x0f, 0x05, "flow label kept");
+                if tc & 3 == 3 {
+                    marked += 1;
+                }
+            }
+            Dequeued::WaitUntil(t) => now = t,
+            Dequeued::Empty => break,
+        }
+    }
+    assert!(marked > 0);
+    assert_eq!(c.stats().ecn_marks, marked);
+}

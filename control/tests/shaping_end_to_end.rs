@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_clean_shutdown, scratch, serial, sh, Appliance, Host};
+use common::{assert_clean_shutdown, scratch, serial, sh, Appliance, Host, Hub};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -13,6 +13,10 @@ const DOWN_MBIT: f64 = 20.0;
 const UP_MBIT: f64 = 5.0;
 
 fn config(name: &str, core: &Host, access: &Host, subscribers: Option<&str>) -> String {
+    config_with(name, &core.vdev(0), &access.vdev(1), subscribers)
+}
+
+fn config_with(name: &str, core: &str, access: &str, subscribers: Option<&str>) -> String {
     let shaping = subscribers
         .map(|path| format!("[shaping]\nsubscribers = \"{path}\"\n"))
         .unwrap_or_default();
@@ -27,11 +31,9 @@ status_interval_seconds = 1
 cores = [1]
 [[pairs]]
 name = "e2e"
-core = "{}"
-access = "{}"
-{shaping}"#,
-        core.vdev(0),
-        access.vdev(1)
+core = "{core}"
+access = "{access}"
+{shaping}"#
     )
 }
 
@@ -284,4 +286,113 @@ fn addresses_of_no_subscriber_pass_unshaped() {
     let (status, output) = app.stop();
     assert_clean_shutdown(status, &output);
     assert!(output.contains("shaped"), "{output}");
+}
+
+/// Runs a download from `net` to `host` in the background for `seconds`.
+fn background_download(
+    host: &Host,
+    net: &Host,
+    port: u16,
+    seconds: u32,
+) -> (std::process::Child, std::process::Child) {
+    let server = net
+        .command("iperf3")
+        .args(["-s", "-1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    std::thread::sleep(Duration::from_millis(300));
+    let client = host
+        .command("iperf3")
+        .args([
+            "-c",
+            &net.address,
+            "-p",
+            &port.to_string(),
+            "-C",
+            "cubic",
+            "-R",
+            "-P",
+            "4",
+            "-t",
+            &seconds.to_string(),
+            "-J",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("iperf3 client");
+    (server, client)
+}
+
+#[test]
+fn two_busy_subscribers_each_get_their_plan_and_a_third_stays_responsive() {
+    let _serial = serial();
+    let dir = scratch("shaping_isolation");
+    let net = Host::new("scin", "10.82.0.1/24");
+    let hub = Hub::new("sci", &["10.82.0.2/24", "10.82.0.3/24", "10.82.0.4/24"]);
+    let subs = dir.join("subscribers.toml");
+    std::fs::write(
+        &subs,
+        r#"
+[[subscriber]]
+id = "gold"
+addresses = ["10.82.0.2"]
+download = "20mbit"
+upload = "5mbit"
+
+[[subscriber]]
+id = "bronze"
+addresses = ["10.82.0.3"]
+download = "8mbit"
+upload = "2mbit"
+
+[[subscriber]]
+id = "quiet"
+addresses = ["10.82.0.4"]
+download = "20mbit"
+upload = "5mbit"
+"#,
+    )
+    .unwrap();
+    let app = Appliance::start(
+        &dir,
+        &config_with(
+            "shaping-isolation",
+            &net.vdev(0),
+            &hub.vdev(1),
+            Some(&subs.display().to_string()),
+        ),
+    );
+    let quiet = &hub.hosts[2];
+    let (_, _, idle) = ping(quiet, &net.address, 10, "0.2");
+    let (mut s1, gold) = background_download(&hub.hosts[0], &net, 5301, 10);
+    let (mut s2, bronze) = background_download(&hub.hosts[1], &net, 5302, 10);
+    std::thread::sleep(Duration::from_secs(3));
+    let (sent, got, loaded) = ping(quiet, &net.address, 20, "0.2");
+    let gold = gold.wait_with_output().expect("gold download");
+    let bronze = bronze.wait_with_output().expect("bronze download");
+    let _ = s1.wait();
+    let _ = s2.wait();
+    let rate = |out: &std::process::Output| {
+        json_number(
+            &String::from_utf8_lossy(&out.stdout),
+            "sum_received",
+            "bits_per_second",
+        )
+    };
+    let (gold, bronze) = (rate(&gold), rate(&bronze));
+    eprintln!(
+        "gold {:.2} Mbit/s of 20, bronze {:.2} of 8, quiet's ping {idle:.2} ms idle, {loaded:.2} ms meanwhile",
+        gold / 1e6,
+        bronze / 1e6
+    );
+    assert!((0.9..=1.0).contains(&(gold / 20e6)), "gold got {gold}");
+    assert!((0.9..=1.0).contains(&(bronze / 8e6)), "bronze got {bronze}");
+    assert_eq!(sent, got, "the quiet subscriber lost pings");
+    assert!(
+        loaded <= idle + 5.0,
+        "quiet's ping went from {idle} to {loaded} ms"
+    );
+    let (status, output) = app.stop();
+    assert_clean_shutdown(status, &output);
 }

@@ -236,7 +236,9 @@ impl Drop for Host {
         // Deleting the namespace deletes the veth pair with it; the second call is for a
         // namespace that was never fully set up.
         quiet("ip", &["netns", "del", &self.ns]);
-        quiet("ip", &["link", "del", &self.root_if]);
+        if !self.root_if.is_empty() {
+            quiet("ip", &["link", "del", &self.root_if]);
+        }
     }
 }
 
@@ -296,5 +298,98 @@ pub mod pcap {
             at += caplen;
         }
         frames
+    }
+}
+
+/// Several hosts behind one access port: a Linux bridge in its own namespace (a stand-in for
+/// the head-end), with one veth to the root namespace for DPDK and one to each host namespace.
+pub struct Hub {
+    /// The bridge's namespace.
+    pub ns: String,
+    /// The root-side interface, for `net_af_packet`.
+    pub root_if: String,
+    /// The hosts behind it.
+    pub hosts: Vec<Host>,
+}
+
+impl Hub {
+    /// Creates the hub `name` and hosts `name1`, `name2`, ... with `addresses` (`a.b.c.d/len`).
+    pub fn new(name: &str, addresses: &[&str]) -> Hub {
+        let ns = format!("{name}h");
+        let root_if = format!("{name}r");
+        quiet("ip", &["netns", "del", &ns]);
+        quiet("ip", &["link", "del", &root_if]);
+        sh("ip", &["netns", "add", &ns]);
+        sh(
+            "ip",
+            &[
+                "link", "add", &root_if, "type", "veth", "peer", "name", "up0", "netns", &ns,
+            ],
+        );
+        sh("ip", &["link", "set", &root_if, "up"]);
+        let _ = Command::new("sysctl")
+            .args(["-qw", &format!("net.ipv6.conf.{root_if}.disable_ipv6=1")])
+            .status();
+        sh("ip", &["-n", &ns, "link", "add", "br0", "type", "bridge"]);
+        sh(
+            "ip",
+            &["-n", &ns, "link", "set", "up0", "master", "br0", "up"],
+        );
+        let mut hosts = Vec::new();
+        for (i, address) in addresses.iter().enumerate() {
+            let host_ns = format!("{name}{}", i + 1);
+            let port = format!("p{}", i + 1);
+            let inner = format!("{host_ns}0");
+            quiet("ip", &["netns", "del", &host_ns]);
+            sh("ip", &["netns", "add", &host_ns]);
+            sh(
+                "ip",
+                &[
+                    "-n", &ns, "link", "add", &port, "type", "veth", "peer", "name", &inner,
+                    "netns", &host_ns,
+                ],
+            );
+            sh(
+                "ip",
+                &["-n", &ns, "link", "set", &port, "master", "br0", "up"],
+            );
+            sh(
+                "ip",
+                &["-n", &host_ns, "addr", "add", address, "dev", &inner],
+            );
+            sh("ip", &["-n", &host_ns, "link", "set", &inner, "up"]);
+            sh("ip", &["-n", &host_ns, "link", "set", "lo", "up"]);
+            sh(
+                "ip",
+                &[
+                    "netns", "exec", &host_ns, "ethtool", "-K", &inner, "tx", "off",
+                ],
+            );
+            hosts.push(Host {
+                ns: host_ns,
+                root_if: String::new(),
+                address: address.split('/').next().unwrap_or_default().to_owned(),
+            });
+        }
+        sh("ip", &["-n", &ns, "link", "set", "br0", "up"]);
+        Hub { ns, root_if, hosts }
+    }
+
+    /// The af_packet vdev string for the hub's root-side end.
+    pub fn vdev(&self, index: usize) -> String {
+        format!(
+            "net_af_packet{index},iface={},blocksz=65536,framesz=2048,framecnt=32768,qdisc_bypass=1",
+            self.root_if
+        )
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        for host in &self.hosts {
+            quiet("ip", &["netns", "del", &host.ns]);
+        }
+        quiet("ip", &["netns", "del", &self.ns]);
+        quiet("ip", &["link", "del", &self.root_if]);
     }
 }

@@ -6,11 +6,12 @@
 //! that point is a bug, and sheetcake says so loudly and exits non-zero.
 
 use crate::config::{Settings, HANDOFF_RING_FRAMES};
-use crate::subscribers::{owner_worker, SubscriberSet};
+use crate::live::{worker_seed, LiveShaping};
+use crate::subscribers::{owner_worker, Subscriber, SubscriberSet};
 use sheetcake_dataplane::dpdk::{
     mbuf_ring, tsc_hz, DpdkError, Eal, Mempool, MempoolConfig, Port, PortConfig, PortStats, RSS_IP,
 };
-use sheetcake_dataplane::shaping::{LocalSubscriber, Owner, SubscriberTables};
+use sheetcake_dataplane::shaping::{ControlChannel, LocalSubscriber, Owner, SubscriberTables};
 use sheetcake_dataplane::worker::{
     DropReason, Handoff, PairQueues, PortQueues, PublishedCounters, ShapingSetup, Worker,
     WorkerCounters,
@@ -78,33 +79,54 @@ fn eal_advice(err: &DpdkError) -> String {
     )
 }
 
-/// Splits the subscribers over `workers`: the shared address tables, and each worker's own
-/// subscribers with their CAKE configurations.
+/// Commands queued per worker at most (a reload of more changes waits for the worker).
+const COMMAND_QUEUE: usize = 4096;
+
+/// The start-up plan: the shared address tables, each worker's own subscribers, and who was
+/// placed where (for later reloads).
+struct ShapingPlan {
+    tables: SubscriberTables,
+    locals: Vec<Vec<LocalSubscriber>>,
+    placed: Vec<(Subscriber, Owner)>,
+}
+
+/// Splits the subscribers over `workers`.
 fn plan_shaping(
     set: SubscriberSet,
     workers: usize,
-) -> (SubscriberTables, Vec<Vec<LocalSubscriber>>) {
+    capacity: u32,
+) -> Result<ShapingPlan, RunError> {
     let mut locals: Vec<Vec<LocalSubscriber>> = (0..workers).map(|_| Vec::new()).collect();
     let mut owners = Vec::with_capacity(set.subscribers.len());
+    let mut placed = Vec::with_capacity(set.subscribers.len());
     for s in set.subscribers {
         let w = owner_worker(&s.id, workers);
-        owners.push(Owner {
+        if locals[w].len() >= capacity as usize {
+            return Err(RunError::Start(format!(
+                "worker {w} would own more than [shaping] subscribers_per_worker = {capacity} \
+                 subscribers; raise it"
+            )));
+        }
+        let owner = Owner {
             worker: w as u16,
             local: locals[w].len() as u32,
-        });
+        };
+        owners.push(owner);
         locals[w].push(LocalSubscriber {
-            id: s.id,
+            id: s.id.clone(),
             download: s.download,
             upload: s.upload,
         });
+        placed.push((s, owner));
     }
-    (
-        SubscriberTables {
+    Ok(ShapingPlan {
+        tables: SubscriberTables {
             addresses: set.addresses,
             owners,
         },
         locals,
-    )
+        placed,
+    })
 }
 
 /// Runs the appliance until SIGINT or SIGTERM.
@@ -147,6 +169,9 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
     }
 
     let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .map_err(|e| RunError::Start(format!("cannot install the SIGHUP handler: {e}")))?;
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while stopping kills the process outright.
         signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
@@ -156,22 +181,46 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
 
     let published: Vec<PublishedCounters> =
         (0..workers).map(|_| PublishedCounters::default()).collect();
-    let shaping = match subscribers {
+    let channels: Vec<Arc<ControlChannel>> = (0..workers)
+        .map(|_| ControlChannel::new(COMMAND_QUEUE))
+        .collect();
+    let (shaping, mut live) = match subscribers {
         Some(set) => {
             let count = set.subscribers.len();
-            let (tables, locals) = plan_shaping(set, usize::from(workers));
+            let plan = plan_shaping(
+                set,
+                usize::from(workers),
+                settings.shaping.subscribers_per_worker,
+            )?;
             println!(
                 "shaping {count} subscribers over {workers} worker(s): {:?} each",
-                locals.iter().map(Vec::len).collect::<Vec<_>>()
+                plan.locals.iter().map(Vec::len).collect::<Vec<_>>()
             );
-            Some((std::sync::Arc::new(tables), locals))
+            // The embedded demo has no file to reload.
+            let live = settings.shaping.subscribers.clone().map(|path| {
+                LiveShaping::new(
+                    path,
+                    settings.shaping.defaults.clone(),
+                    plan.placed,
+                    settings.shaping.subscribers_per_worker,
+                    channels.clone(),
+                )
+            });
+            (Some((Arc::new(plan.tables), plan.locals)), live)
         }
         None => {
             println!("no subscriber file: bridging without shaping");
-            None
+            (None, None)
         }
     };
-    let finals = run_workers(settings, eal, hz, &ports, &published, &stop, shaping)?;
+    let control = Control {
+        stop: &stop,
+        reload: &reload,
+        live: live.as_mut(),
+    };
+    let finals = run_workers(
+        settings, eal, hz, &ports, &published, control, shaping, &channels,
+    )?;
 
     let mut totals = WorkerCounters::default();
     for counters in &finals {
@@ -234,9 +283,11 @@ fn run_workers(
     hz: u64,
     ports: &[[Port; 2]],
     published: &[PublishedCounters],
-    stop: &AtomicBool,
+    control: Control<'_>,
     shaping: Option<(Arc<SubscriberTables>, Vec<Vec<LocalSubscriber>>)>,
+    channels: &[Arc<ControlChannel>],
 ) -> Result<Vec<WorkerCounters>, RunError> {
+    let stop = control.stop;
     let workers = settings.worker_cores.len();
     // Handoff rings: rings[from][to] for every ordered pair of distinct workers.
     let mut setups: Vec<Option<(ShapingSetup, Handoff)>> = match shaping {
@@ -270,7 +321,9 @@ fn run_workers(
                             worker: w as u16,
                             flows: settings.shaping.flows_per_worker as usize,
                             queued_budget: u64::from(settings.shaping.queued_per_worker),
-                            seed: 0x5eed_0000 + w as u64,
+                            seed: worker_seed(w),
+                            capacity: settings.shaping.subscribers_per_worker as usize,
+                            channel: Arc::clone(&channels[w]),
                         },
                         Handoff { to, from },
                     ))
@@ -350,7 +403,7 @@ fn run_workers(
             handles.push(handle);
         }
 
-        status_loop(settings, ports, published, stop);
+        status_loop(settings, ports, published, control);
 
         let mut finals = Vec::new();
         for (w, handle) in handles.into_iter().enumerate() {
@@ -364,13 +417,25 @@ fn run_workers(
     })
 }
 
-/// Prints one line per port and per worker every `status_interval_seconds`, until `stop`.
+/// What the control loop watches besides the workers.
+struct Control<'a> {
+    /// Set by SIGINT/SIGTERM.
+    stop: &'a AtomicBool,
+    /// Set by SIGHUP: reload the subscriber file.
+    reload: &'a AtomicBool,
+    /// The live shaping state, when there is a subscriber file.
+    live: Option<&'a mut LiveShaping>,
+}
+
+/// Prints one line per port and per worker every `status_interval_seconds`, reloads the
+/// subscriber file on SIGHUP, and frees what workers hand back, until asked to stop.
 fn status_loop(
     settings: &Settings,
     ports: &[[Port; 2]],
     published: &[PublishedCounters],
-    stop: &AtomicBool,
+    mut control: Control<'_>,
 ) {
+    let stop = control.stop;
     let started = Instant::now();
     let interval = Duration::from_secs_f64(settings.status_interval_seconds);
     let mut last_at = Instant::now();
@@ -378,6 +443,25 @@ fn status_loop(
     let mut last_workers: Vec<WorkerCounters> = vec![WorkerCounters::default(); published.len()];
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(CONTROL_TICK);
+        if let Some(live) = control.live.as_deref_mut() {
+            live.collect_retired();
+            if control.reload.swap(false, Ordering::Relaxed) {
+                match live.reload() {
+                    Ok((s, took)) => println!(
+                        "reload: {} added, {} removed, {} changed, {} unchanged; sent to the \
+                         workers in {:.1} ms",
+                        s.added,
+                        s.removed,
+                        s.changed,
+                        s.unchanged,
+                        took.as_secs_f64() * 1e3
+                    ),
+                    Err(e) => println!("reload refused, nothing changed:\n{e}"),
+                }
+            }
+        } else if control.reload.swap(false, Ordering::Relaxed) {
+            println!("reload: no subscriber file to reload");
+        }
         if interval.is_zero() || last_at.elapsed() < interval {
             continue;
         }

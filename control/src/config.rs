@@ -67,6 +67,10 @@ pub struct ShapingSection {
     /// Frames a worker may hold queued, over all its subscribers.
     #[serde(default = "default_queued_per_worker")]
     pub queued_per_worker: Spanned<u32>,
+    /// Subscriber slots per worker: how many subscribers it can hold, including those added
+    /// later by a reload.
+    #[serde(default = "default_subscribers_per_worker")]
+    pub subscribers_per_worker: Spanned<u32>,
 }
 
 fn default_download_words() -> Spanned<String> {
@@ -82,6 +86,9 @@ fn default_upload_words() -> Spanned<String> {
 fn default_flows_per_worker() -> Spanned<u32> {
     Spanned::new(0..0, 65_536)
 }
+fn default_subscribers_per_worker() -> Spanned<u32> {
+    Spanned::new(0..0, 16_384)
+}
 fn default_queued_per_worker() -> Spanned<u32> {
     Spanned::new(0..0, 16_384)
 }
@@ -94,6 +101,7 @@ impl Default for ShapingSection {
             upload: default_upload_words(),
             flows_per_worker: default_flows_per_worker(),
             queued_per_worker: default_queued_per_worker(),
+            subscribers_per_worker: default_subscribers_per_worker(),
         }
     }
 }
@@ -109,6 +117,8 @@ pub struct Shaping {
     pub flows_per_worker: u32,
     /// Queued frames per worker.
     pub queued_per_worker: u32,
+    /// Subscriber slots per worker.
+    pub subscribers_per_worker: u32,
 }
 
 /// Frames each handoff ring between two workers holds: eight bursts, so a worker can hand a
@@ -632,6 +642,15 @@ impl Validator<'_> {
             );
         }
 
+        let slots = *config.shaping.subscribers_per_worker.get_ref();
+        if !(1..=16_777_216).contains(&slots) {
+            self.error(
+                &config.shaping.subscribers_per_worker,
+                "shaping.subscribers_per_worker",
+                format!("expected 1 to 16777216 subscribers, got {slots}"),
+            );
+        }
+
         let workers = worker_cores.len().max(1) as u32;
         let ports = (2 * pairs.len()) as u32;
         let shaping_on = config.shaping.subscribers.is_some();
@@ -723,6 +742,7 @@ impl Validator<'_> {
                 },
                 flows_per_worker: flows,
                 queued_per_worker: queued,
+                subscribers_per_worker: slots,
             },
         })
     }

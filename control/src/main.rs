@@ -2,6 +2,7 @@
 
 mod appliance;
 mod config;
+mod live;
 mod subscribers;
 
 use clap::Parser;

@@ -396,3 +396,135 @@ upload = "5mbit"
     let (status, output) = app.stop();
     assert_clean_shutdown(status, &output);
 }
+
+/// The `sum` goodput of each one-second interval of an iperf3 JSON report, in bit/s.
+fn interval_rates(json: &str) -> Vec<f64> {
+    // The report's top-level "end" object (one tab deep) follows the intervals; each interval
+    // also has an "end" time, deeper.
+    let intervals = json.split("\n\t\"end\"").next().unwrap_or_default();
+    intervals
+        .match_indices("\"sum\"")
+        .filter_map(|(at, _)| {
+            let rest = &intervals[at..];
+            let k = rest.find("\"bits_per_second\"")?;
+            rest[k + 17..]
+                .trim_start_matches([':', ' ', '\t'])
+                .split([',', '\n', '}'])
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[test]
+fn raising_a_rate_during_a_transfer_applies_within_a_second_without_losing_queued_frames() {
+    let _serial = serial();
+    let dir = scratch("shaping_live");
+    let net = Host::new("scvn", "10.83.0.1/24");
+    let sub = Host::new("scvs", "10.83.0.2/24");
+    let path = dir.join("subscribers.toml");
+    let file = |down: u32| {
+        format!(
+            "[[subscriber]]\nid = \"live\"\naddresses = [\"10.83.0.2\"]\ndownload = \"{down}mbit\"\nupload = \"5mbit\"\n"
+        )
+    };
+    std::fs::write(&path, file(10)).unwrap();
+    let app = Appliance::start(
+        &dir,
+        &config(
+            "shaping-live",
+            &net,
+            &sub,
+            Some(&path.display().to_string()),
+        ),
+    );
+    let (mut server, client) = background_download(&sub, &net, 5401, 9);
+    std::thread::sleep(Duration::from_millis(3_300));
+    std::fs::write(&path, file(30)).unwrap();
+    app.signal("HUP");
+    let report = client.wait_with_output().expect("iperf3");
+    let _ = server.wait();
+    let rates = interval_rates(&String::from_utf8_lossy(&report.stdout));
+    eprintln!(
+        "per-second goodput (Mbit/s): {:?}",
+        rates
+            .iter()
+            .map(|r| (r / 1e5).round() / 10.0)
+            .collect::<Vec<_>>()
+    );
+    assert!(rates.len() >= 8, "iperf3 gave {} intervals", rates.len());
+    // Before the change (seconds 1 to 3): the 10 Mbit/s plan.
+    for r in &rates[1..3] {
+        assert!(*r < 10.5e6, "before the change: {r}");
+    }
+    // From one second after the change on: the 30 Mbit/s plan (95.5 % is TCP's ceiling).
+    for r in &rates[5..8] {
+        assert!(*r > 0.9 * 0.955 * 30e6, "after the change: {r}");
+    }
+    let (status, output) = app.stop();
+    assert_clean_shutdown(status, &output);
+    assert!(
+        output.contains("reload: 0 added, 0 removed, 1 changed, 0 unchanged"),
+        "{output}"
+    );
+    // Applied in place: nothing was removed with the old configuration. (That the change
+    // itself drops no queued frame is proven in the CAKE core's tests, where any drop during
+    // the change fails the test.)
+    assert!(output.contains("removed 0"), "{output}");
+}
+
+#[test]
+fn a_reload_adds_and_removes_subscribers_live() {
+    let _serial = serial();
+    let dir = scratch("shaping_add_remove");
+    let net = Host::new("scan", "10.84.0.1/24");
+    let sub = Host::new("scas", "10.84.0.2/24");
+    let path = dir.join("subscribers.toml");
+    let other = "[[subscriber]]\nid = \"other\"\naddresses = [\"10.84.0.99\"]\ndownload = \"5mbit\"\nupload = \"5mbit\"\n";
+    let with_sub = format!(
+        "{other}\n[[subscriber]]\nid = \"new\"\naddresses = [\"10.84.0.2\"]\ndownload = \"10mbit\"\nupload = \"5mbit\"\n"
+    );
+    std::fs::write(&path, other).unwrap();
+    let app = Appliance::start(
+        &dir,
+        &config(
+            "shaping-add-remove",
+            &net,
+            &sub,
+            Some(&path.display().to_string()),
+        ),
+    );
+    let before = iperf(&sub, &net, true, 1, 3);
+    std::fs::write(&path, &with_sub).unwrap();
+    app.signal("HUP");
+    app.wait_for("the reload", Duration::from_secs(5), |l| {
+        l.contains("1 added")
+    });
+    let shaped = iperf(&sub, &net, true, 1, 4);
+    std::fs::write(&path, other).unwrap();
+    app.signal("HUP");
+    app.wait_for("the removal", Duration::from_secs(5), |l| {
+        l.contains("1 removed")
+    });
+    let after = iperf(&sub, &net, true, 1, 3);
+    // A bad file changes nothing and says why.
+    std::fs::write(&path, "[[subscriber]]\nid = \"x\"\n").unwrap();
+    app.signal("HUP");
+    app.wait_for("the refusal", Duration::from_secs(5), |l| {
+        l.contains("reload refused")
+    });
+    eprintln!(
+        "unknown {:.1} Mbit/s, added at 10 Mbit/s: {:.1}, removed: {:.1}",
+        before / 1e6,
+        shaped / 1e6,
+        after / 1e6
+    );
+    assert!(before > 30e6, "before: {before}");
+    assert!((0.85..=1.0).contains(&(shaped / 10e6)), "shaped: {shaped}");
+    assert!(after > 30e6, "after removal: {after}");
+    let (status, output) = app.stop();
+    assert_clean_shutdown(status, &output);
+    assert!(output.contains("missing field `addresses`"), "{output}");
+}

@@ -5,7 +5,9 @@
 //! sharded over workers by a hash of their ID: the owner alone touches their CAKE instances.
 
 use crate::classify::{AddressTable, SubscriberSlot};
-use sheetcake_cake::CakeConfig;
+use crossbeam_queue::ArrayQueue;
+use sheetcake_cake::{Cake, CakeConfig};
+use std::sync::Arc;
 
 /// Which way a frame travels through the box.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +67,64 @@ pub struct LocalSubscriber {
     /// CAKE for the upload direction.
     pub upload: CakeConfig,
 }
+
+/// A change the control thread asks a worker to make, at its next loop boundary.
+///
+/// Everything that needs memory is built on the control thread and moved in: the worker swaps
+/// it into place and sends what it replaced back as [`Retired`], so it never allocates nor
+/// frees heap memory on the packet path.
+pub enum Command {
+    /// New address tables for every lookup from now on.
+    Tables(Arc<SubscriberTables>),
+    /// Add subscriber `local`, or change its configuration: a subscriber already present keeps
+    /// its queued frames and flow state (in place when the tin mode is unchanged; otherwise its
+    /// frames move to the new instance).
+    Upsert {
+        /// The subscriber's local index.
+        local: u32,
+        /// Its instances, built with the new configuration (ids `2 * local` and `+ 1`).
+        instances: Box<[Cake; 2]>,
+    },
+    /// Remove subscriber `local`: its queued frames are freed and counted, its instances
+    /// replaced by the idle placeholders given.
+    Remove {
+        /// The subscriber's local index.
+        local: u32,
+        /// Idle instances to leave in the slot.
+        placeholders: Box<[Cake; 2]>,
+    },
+}
+
+/// What a worker hands back to the control thread to free.
+pub enum Retired {
+    /// Tables no longer in use.
+    Tables(Arc<SubscriberTables>),
+    /// Instances no longer in use.
+    Instances(Box<[Cake; 2]>),
+}
+
+/// The two queues between the control thread and one worker. Lock-free; a full command queue
+/// makes the control thread wait, never the worker.
+pub struct ControlChannel {
+    /// Control to worker.
+    pub commands: ArrayQueue<Command>,
+    /// Worker to control.
+    pub retired: ArrayQueue<Retired>,
+}
+
+impl ControlChannel {
+    /// Queues of `capacity` entries each.
+    pub fn new(capacity: usize) -> Arc<ControlChannel> {
+        Arc::new(ControlChannel {
+            commands: ArrayQueue::new(capacity),
+            retired: ArrayQueue::new(capacity),
+        })
+    }
+}
+
+/// Most commands a worker applies per loop, so a large reload never delays packets by more
+/// than a few microseconds at a time.
+pub const COMMANDS_PER_LOOP: usize = 16;
 
 /// A fixed-capacity FIFO of instance numbers waiting for service, each at most once.
 #[derive(Debug)]

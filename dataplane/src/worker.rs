@@ -22,12 +22,16 @@
 //! AQM manages it) or in the NIC's RX ring (counted by the port as `rx_missed`), never in a
 //! silent drop.
 
-use crate::dpdk::{tsc, Mbuf, MbufBuffer, RingConsumer, RingProducer, RxQueue, TxQueue};
+use crate::dpdk::{tsc, Mbuf, MbufBuffer, MbufQueue, RingConsumer, RingProducer, RxQueue, TxQueue};
 use crate::packet::PacketInfo;
 use crate::sched::TimerWheel;
-use crate::shaping::{Direction, LocalSubscriber, ReadyQueue, SubscriberTables};
+use crate::shaping::{
+    Command, ControlChannel, Direction, LocalSubscriber, ReadyQueue, Retired, SubscriberTables,
+    COMMANDS_PER_LOOP,
+};
 use sheetcake_cake::{
-    Cake, Dequeued, DropReason as CakeDrop, FlowPool, InstanceSetup, NetworkKind, PacketMeta,
+    Cake, CakeConfig, Dequeued, DropReason as CakeDrop, FlowPool, InstanceSetup, NetworkKind,
+    PacketMeta,
 };
 use sheetcake_parse::{parse_frame, Network};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -69,11 +73,13 @@ pub enum DropReason {
     /// A shaped frame found its port's TX backlog full (the worker checks for room before
     /// dequeueing, so this stays at zero unless that check is broken).
     TxFull = 7,
+    /// Queued for a subscriber that was removed.
+    Removed = 8,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Shutdown,
         DropReason::Aqm,
         DropReason::Overflow,
@@ -82,6 +88,7 @@ impl DropReason {
         DropReason::Budget,
         DropReason::Flushed,
         DropReason::TxFull,
+        DropReason::Removed,
     ];
 
     /// Stable lower-case name, for status lines and metrics labels.
@@ -95,6 +102,7 @@ impl DropReason {
             DropReason::Budget => "budget",
             DropReason::Flushed => "flushed",
             DropReason::TxFull => "tx_full",
+            DropReason::Removed => "removed",
         }
     }
 
@@ -234,8 +242,13 @@ pub struct Handoff {
 pub struct ShapingSetup {
     /// Address tables, shared by all workers.
     pub tables: Arc<SubscriberTables>,
-    /// This worker's subscribers, by local index.
+    /// This worker's subscribers at start, by local index.
     pub subscribers: Vec<LocalSubscriber>,
+    /// Subscriber slots the worker keeps, for subscribers added later (at least
+    /// `subscribers.len()`).
+    pub capacity: usize,
+    /// Commands from the control thread, and what goes back.
+    pub channel: Arc<ControlChannel>,
     /// This worker's number.
     pub worker: u16,
     /// Active flows the worker's pool holds (all its instances together).
@@ -251,6 +264,9 @@ struct Shaper {
     tables: Arc<SubscriberTables>,
     worker: u16,
     cakes: Vec<Cake>,
+    /// Which local slots hold a subscriber (the others hold idle placeholders).
+    present: Vec<bool>,
+    channel: Arc<ControlChannel>,
     pool: FlowPool<Mbuf>,
     wheel: TimerWheel,
     ready: ReadyQueue,
@@ -317,22 +333,26 @@ impl<'port, 'shared> Worker<'port, 'shared> {
         }
     }
 
-    /// Adds shaping: the worker's subscribers get their CAKE instances (two each).
+    /// Adds shaping: the worker's subscribers get their CAKE instances (two each), and every
+    /// spare slot an idle placeholder, so subscribers added later cost the worker no allocation.
     pub fn with_shaping(mut self, setup: ShapingSetup, handoff: Handoff) -> Self {
         let now = self.clock.ns(tsc());
-        let cakes: Vec<Cake> = setup
-            .subscribers
-            .iter()
-            .enumerate()
-            .flat_map(|(local, s)| {
+        let capacity = setup.capacity.max(setup.subscribers.len());
+        let mut present = vec![false; capacity];
+        let cakes: Vec<Cake> = (0..capacity)
+            .flat_map(|local| {
                 let id = 2 * local as u32;
+                let [down, up] = match setup.subscribers.get(local) {
+                    Some(s) => {
+                        present[local] = true;
+                        [s.download, s.upload]
+                    }
+                    None => [placeholder_config(); 2],
+                };
                 [
+                    Cake::new(down, InstanceSetup::new(id, setup.seed ^ u64::from(id))),
                     Cake::new(
-                        s.download,
-                        InstanceSetup::new(id, setup.seed ^ u64::from(id)),
-                    ),
-                    Cake::new(
-                        s.upload,
+                        up,
                         InstanceSetup::new(id + 1, setup.seed ^ u64::from(id + 1)),
                     ),
                 ]
@@ -344,6 +364,8 @@ impl<'port, 'shared> Worker<'port, 'shared> {
             tables: setup.tables,
             worker: setup.worker,
             cakes,
+            present,
+            channel: setup.channel,
             pool: FlowPool::new(setup.flows),
             wheel: TimerWheel::new(instances, now),
             ready: ReadyQueue::new(instances),
@@ -433,6 +455,9 @@ impl<'port, 'shared> Worker<'port, 'shared> {
     fn poll_once(&mut self, cycles: u64) -> usize {
         let mut moved = 0;
         let now = self.clock.ns(cycles);
+        if let Some(shaper) = &mut self.shaper {
+            shaper.apply_commands(&mut self.counters, now);
+        }
         let bridging = self.shaper.as_ref().is_none_or(|s| s.tables.is_empty());
         for from in 0..self.ports.len() {
             let to = from ^ 1;
@@ -572,7 +597,100 @@ fn subscriber_of(
     Some((meta, owner))
 }
 
+/// The configuration of the idle instances in unused subscriber slots: one tin, no shaping,
+/// the smallest an instance gets.
+pub fn placeholder_config() -> CakeConfig {
+    CakeConfig {
+        tin_mode: sheetcake_cake::config::TinMode::Besteffort,
+        ..CakeConfig::default()
+    }
+}
+
 impl Shaper {
+    /// Applies up to [`COMMANDS_PER_LOOP`] commands from the control thread.
+    fn apply_commands(&mut self, counters: &mut WorkerCounters, now: u64) {
+        for _ in 0..COMMANDS_PER_LOOP {
+            // Every command retires one item: stop while the way back is full.
+            if self.channel.retired.is_full() {
+                return;
+            }
+            let Some(command) = self.channel.commands.pop() else {
+                return;
+            };
+            let retired = match command {
+                Command::Tables(tables) => {
+                    Retired::Tables(std::mem::replace(&mut self.tables, tables))
+                }
+                Command::Upsert {
+                    local,
+                    mut instances,
+                } => {
+                    let local = local as usize;
+                    for (dir, new) in instances.iter_mut().enumerate() {
+                        let id = 2 * local + dir;
+                        let current = &mut self.cakes[id];
+                        if !self.present[local] {
+                            std::mem::swap(current, new);
+                        } else if current.config().tin_mode == new.config().tin_mode {
+                            // Same tins: change rates and options in place, queues untouched.
+                            current.set_config(&mut self.pool, *new.config(), now, &mut |m, r| {
+                                drop(m);
+                                counters.dropped[DropReason::from_cake(r) as usize] += 1;
+                                counters.queued -= 1;
+                            });
+                        } else {
+                            // New tins: the queued frames move to the new instance, in order.
+                            let mut moving = MbufQueue::default();
+                            current.drain(&mut self.pool, &mut |m, _| moving.push_back(m));
+                            std::mem::swap(current, new);
+                            while let Some(m) = moving.pop_front() {
+                                let meta = m.info().meta;
+                                counters.queued -= 1;
+                                let before = current.backlog_packets();
+                                current.enqueue(&mut self.pool, m, &meta, now, &mut |m, r| {
+                                    drop(m);
+                                    counters.dropped[DropReason::from_cake(r) as usize] += 1;
+                                });
+                                counters.queued = (counters.queued
+                                    + u64::from(current.backlog_packets()))
+                                .saturating_sub(u64::from(before));
+                            }
+                        }
+                        // Serve it at once: a new rate may allow the next frame earlier.
+                        if current.backlog_packets() > 0 {
+                            self.wheel.cancel(id as u32);
+                            self.ready.push(id as u32);
+                        }
+                    }
+                    self.present[local] = true;
+                    Retired::Instances(instances)
+                }
+                Command::Remove {
+                    local,
+                    mut placeholders,
+                } => {
+                    let local = local as usize;
+                    for (dir, placeholder) in placeholders.iter_mut().enumerate() {
+                        let id = 2 * local + dir;
+                        self.cakes[id].drain(&mut self.pool, &mut |m, _| {
+                            drop(m);
+                            counters.dropped[DropReason::Removed as usize] += 1;
+                            counters.queued -= 1;
+                        });
+                        self.wheel.cancel(id as u32);
+                        std::mem::swap(&mut self.cakes[id], placeholder);
+                    }
+                    self.present[local] = false;
+                    Retired::Instances(placeholders)
+                }
+            };
+            // Cannot fail: checked for room above, and only this worker pushes.
+            if let Err(item) = self.channel.retired.push(retired) {
+                std::mem::forget(item);
+            }
+        }
+    }
+
     /// Queues a frame in its instance (this worker owns it).
     #[inline]
     fn enqueue(&mut self, m: Mbuf, counters: &mut WorkerCounters, now: u64) {

@@ -84,6 +84,11 @@ impl Appliance {
         }
     }
 
+    /// Sends a signal (by name, e.g. "HUP") to the process.
+    pub fn signal(&self, name: &str) {
+        sh("kill", &[&format!("-{name}"), &self.child.id().to_string()]);
+    }
+
     /// Sends SIGTERM and waits for the process to exit; returns its status and full output.
     pub fn stop(mut self) -> (ExitStatus, String) {
         let pid = self.child.id().to_string();

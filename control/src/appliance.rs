@@ -206,7 +206,12 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
                     channels.clone(),
                 )
             });
-            (Some((Arc::new(plan.tables), plan.locals)), live)
+            let shaping = WorkerShaping {
+                tables: Arc::new(plan.tables),
+                locals: plan.locals,
+                channels: channels.clone(),
+            };
+            (Some(shaping), live)
         }
         None => {
             println!("no subscriber file: bridging without shaping");
@@ -218,9 +223,7 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
         reload: &reload,
         live: live.as_mut(),
     };
-    let finals = run_workers(
-        settings, eal, hz, &ports, &published, control, shaping, &channels,
-    )?;
+    let finals = run_workers(settings, eal, hz, &ports, &published, control, shaping)?;
 
     let mut totals = WorkerCounters::default();
     for counters in &finals {
@@ -284,15 +287,18 @@ fn run_workers(
     ports: &[[Port; 2]],
     published: &[PublishedCounters],
     control: Control<'_>,
-    shaping: Option<(Arc<SubscriberTables>, Vec<Vec<LocalSubscriber>>)>,
-    channels: &[Arc<ControlChannel>],
+    shaping: Option<WorkerShaping>,
 ) -> Result<Vec<WorkerCounters>, RunError> {
     let stop = control.stop;
     let workers = settings.worker_cores.len();
     // Handoff rings: rings[from][to] for every ordered pair of distinct workers.
     let mut setups: Vec<Option<(ShapingSetup, Handoff)>> = match shaping {
         None => (0..workers).map(|_| None).collect(),
-        Some((tables, locals)) => {
+        Some(WorkerShaping {
+            tables,
+            locals,
+            channels,
+        }) => {
             let mut to: Vec<Vec<Option<_>>> = (0..workers)
                 .map(|_| (0..workers).map(|_| None).collect())
                 .collect();
@@ -415,6 +421,14 @@ fn run_workers(
         }
         Ok(finals)
     })
+}
+
+/// What the workers shape with: the shared tables, each worker's subscribers, and each
+/// worker's command channel.
+struct WorkerShaping {
+    tables: Arc<SubscriberTables>,
+    locals: Vec<Vec<LocalSubscriber>>,
+    channels: Vec<Arc<ControlChannel>>,
 }
 
 /// What the control loop watches besides the workers.

@@ -80,5 +80,44 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// A flood at the memory limit: every enqueue overflows and drops from the fattest flow
+/// (spec 5.4), found through the overflow heap rather than a scan of every flow.
+fn flood(c: &mut Criterion) {
+    let mut group = c.benchmark_group("flood at memlimit 64B");
+    const BATCH: usize = 4096;
+    for flows in [1u32, 100, 1000] {
+        let mut pool: FlowPool<TestPacket> =
+            FlowPool::with_queues(4096, || TestQueue::with_capacity(64));
+        let config = CakeConfig::parse("bandwidth 10mbit besteffort flows memlimit 1mb").unwrap();
+        let mut cake = Cake::new(config, InstanceSetup::new(0, 7));
+        let generated = packets(flows, BATCH);
+        let metas: Vec<PacketMeta> = generated.iter().map(|(_, m)| *m).collect();
+        let mut batch: Vec<TestPacket> = generated.into_iter().map(|(p, _)| p).collect();
+        let mut out: Vec<TestPacket> = Vec::with_capacity(BATCH);
+        // Fill to the limit first.
+        for _ in 0..4 {
+            for p in batch.drain(..) {
+                let i = p.source as usize;
+                cake.enqueue(&mut pool, p, &metas[i], 0, &mut |p, _| out.push(p));
+            }
+            batch.append(&mut out);
+        }
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function(
+            BenchmarkId::new("1 instance", format!("{flows} flows")),
+            |b| {
+                b.iter(|| {
+                    for p in batch.drain(..) {
+                        let i = p.source as usize;
+                        cake.enqueue(&mut pool, p, &metas[i], 0, &mut |p, _| out.push(p));
+                    }
+                    batch.append(&mut out);
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, flood);
 criterion_main!(benches);

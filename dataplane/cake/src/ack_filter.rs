@@ -12,6 +12,9 @@
 
 use crate::packet::{NetworkKind, PacketStamp};
 
+/// IP protocol number of TCP.
+const PROTOCOL_TCP: u8 = 6;
+
 /// TCP flag bits in byte 13 of the header.
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
@@ -50,8 +53,11 @@ pub struct TcpAck {
     reserved: u8,
     /// Payload follows the header.
     has_payload: bool,
-    /// Every option is one the filter understands, well formed.
+    /// Every option is one the filter understands (NOP, EOL, MD5, SACK, timestamps).
     options_understood: bool,
+    /// Some option is malformed (a length of 0 or 1, or running past the header, or a SACK
+    /// or timestamp of the wrong length): nothing read from the options can be trusted.
+    options_malformed: bool,
     /// Timestamp option (TSval, TSecr).
     timestamp: Option<(u32, u32)>,
     /// SACK blocks as (start, end).
@@ -77,8 +83,8 @@ impl TcpAck {
     /// Reads the TCP segment of a queued frame; `None` when it is not TCP or is malformed.
     pub fn parse(frame: &[u8], stamp: &PacketStamp) -> Option<TcpAck> {
         let l3 = usize::from(stamp.l3_offset);
-        let l4 = usize::from(stamp.tcp_offset);
-        if l4 == 0 {
+        let l4 = usize::from(stamp.l4_offset);
+        if l4 == 0 || stamp.protocol != PROTOCOL_TCP {
             return None;
         }
         let (v6, ip_end, src, dst) = match stamp.network {
@@ -119,6 +125,7 @@ impl TcpAck {
             reserved: segment[12] & 0x0f,
             has_payload: segment.len() > header_len,
             options_understood: true,
+            options_malformed: false,
             timestamp: None,
             sack: [(0, 0); MAX_SACK_BLOCKS],
             sack_blocks: 0,
@@ -134,12 +141,12 @@ impl TcpAck {
                 _ => {}
             }
             let Some(&len) = options.get(1) else {
-                ack.options_understood = false;
+                ack.options_malformed = true;
                 break;
             };
             let len = usize::from(len);
             if len < 2 || len > options.len() {
-                ack.options_understood = false;
+                ack.options_malformed = true;
                 break;
             }
             let body = &options[2..len];
@@ -156,6 +163,7 @@ impl TcpAck {
                     ack.sack_blocks = (len - 2) / 8;
                 }
                 OPT_MD5 if len == MD5_LEN => {}
+                OPT_TIMESTAMP | OPT_SACK | OPT_MD5 => ack.options_malformed = true,
                 _ => ack.options_understood = false,
             }
             options = &options[len..];
@@ -163,9 +171,11 @@ impl TcpAck {
         Some(ack)
     }
 
-    /// Whether this segment may trigger filtering: an ACK without SYN (data allowed).
+    /// Whether this segment may trigger filtering: an ACK without SYN (data allowed), whose
+    /// options are well formed (its SACK blocks and timestamps are what candidates are judged
+    /// against; options it does not know are fine, they are not compared).
     pub fn is_trigger(&self) -> bool {
-        self.flags & ACK != 0 && self.flags & SYN == 0
+        self.flags & ACK != 0 && self.flags & SYN == 0 && !self.options_malformed
     }
 
     fn same_connection(&self, other: &TcpAck) -> bool {
@@ -176,13 +186,14 @@ impl TcpAck {
             && self.dst_port == other.dst_port
     }
 
-    /// A D-SACK (RFC 2883): the first block below the cumulative ACK, or inside the second.
+    /// A D-SACK (RFC 2883 section 4): the first block starts below the cumulative ACK, or
+    /// lies inside the second block.
     fn has_dsack(&self) -> bool {
         if self.sack_blocks == 0 {
             return false;
         }
         let (s0, e0) = self.sack[0];
-        if !after(e0, self.ack) {
+        if after(self.ack, s0) {
             return true;
         }
         self.sack_blocks > 1 && {
@@ -219,7 +230,11 @@ impl TcpAck {
 
     /// True when `trigger`, queued after us, makes us redundant.
     pub fn made_redundant_by(&self, trigger: &TcpAck) -> bool {
-        if !self.same_connection(trigger) || self.has_payload || !self.options_understood {
+        if !self.same_connection(trigger)
+            || self.has_payload
+            || !self.options_understood
+            || self.options_malformed
+        {
             return false;
         }
         if self.flags & (URG | PSH | RST | SYN | FIN) != 0
@@ -280,7 +295,8 @@ mod tests {
         let stamp = PacketStamp {
             l3_offset: 14,
             network: NetworkKind::Ipv4,
-            tcp_offset: 34,
+            l4_offset: 34,
+            protocol: PROTOCOL_TCP,
             ..PacketStamp::default()
         };
         (p.bytes, stamp)
@@ -382,6 +398,48 @@ mod tests {
         // An option running past the header: keep.
         assert!(!ack(ACK, 1000, &[OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 40], 0)
             .made_redundant_by(&ack(ACK, 2000, &[], 0)));
+    }
+
+    #[test]
+    fn a_dsack_is_kept_wherever_it_sits() {
+        let trigger = ack(ACK, 9000, &sack(&[(0, 9500)]), 0);
+        // RFC 2883: a first block starting below the cumulative ack is a D-SACK, even when it
+        // ends above it...
+        let straddling = ack(ACK, 1000, &sack(&[(900, 1100)]), 0);
+        assert!(!straddling.made_redundant_by(&trigger));
+        // ...and so is a first block inside the second.
+        let inside = ack(ACK, 1000, &sack(&[(3000, 3500), (2000, 4000)]), 0);
+        assert!(!inside.made_redundant_by(&trigger));
+        // Two ordinary blocks are not a D-SACK: covered and extended, the candidate goes.
+        let plain = ack(ACK, 1000, &sack(&[(3000, 3500), (5000, 6000)]), 0);
+        assert!(plain.made_redundant_by(&ack(ACK, 1000, &sack(&[(3000, 6000)]), 0)));
+    }
+
+    #[test]
+    fn a_trigger_with_malformed_options_filters_nothing() {
+        let candidate = ack(ACK, 1000, &[], 0);
+        // A SACK option whose length is not 2 + 8n: the trigger's SACK cannot be read.
+        let malformed = ack(ACK, 2000, &[OPT_NOP, OPT_NOP, OPT_SACK, 7, 0, 0, 0, 0], 0);
+        assert!(!malformed.is_trigger());
+        // An option the filter does not know (window scale) does not stop a trigger: only the
+        // candidates must be fully understood.
+        let unknown = ack(ACK, 2000, &[3, 3, 7, OPT_NOP], 0);
+        assert!(unknown.is_trigger());
+        assert!(candidate.made_redundant_by(&unknown));
+    }
+
+    #[test]
+    fn only_tcp_is_parsed() {
+        let (b, mut s) = segment(ACK, 1000, &[], 0);
+        s.protocol = 17;
+        assert_eq!(TcpAck::parse(&b, &s), None);
+        s.protocol = PROTOCOL_TCP;
+        s.l4_offset = 0;
+        assert_eq!(TcpAck::parse(&b, &s), None, "no transport header found");
+        // A header length pointing past the segment.
+        let (mut b, s) = segment(ACK, 1000, &[], 0);
+        b[46] = 15 << 4;
+        assert_eq!(TcpAck::parse(&b, &s), None);
     }
 
     #[test]

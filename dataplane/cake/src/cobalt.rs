@@ -195,6 +195,38 @@ impl Cobalt {
         was_zero && self.p_drop > 0
     }
 
+    /// Brings an empty flow's state forward to `now` as if it had been watched all along: the
+    /// count steps down once per control-law interval (what [`Cobalt::judge`] step 4 would do
+    /// at the flow's next packet anyway), and BLUE's probability falls 1/4096 per `target`
+    /// elapsed since its last change (choice: as if the empty flow were visited every
+    /// `target`; the kernel relaxes BLUE only at visits, which an idle instance never gets).
+    /// Returns true if this made the flow responsive again (p reached 0).
+    pub fn fast_forward(&mut self, p: &CobaltParams, now: u64) -> bool {
+        self.dropping = false;
+        while self.count > 0 && now >= self.drop_next {
+            self.set_count(self.count - 1);
+            self.drop_next = self.control_law(self.drop_next, p.interval);
+        }
+        if self.p_drop == 0 {
+            return false;
+        }
+        let steps = now.saturating_sub(self.blue_timer) / p.target.max(1);
+        if steps == 0 {
+            return false;
+        }
+        let decrement = u64::from(BLUE_DECREMENT).saturating_mul(steps);
+        self.p_drop = u64::from(self.p_drop).saturating_sub(decrement) as u32;
+        self.blue_timer += steps * p.target.max(1);
+        self.p_drop == 0
+    }
+
+    /// True when the state carries no information a fresh flow lacks: no count, BLUE off. The
+    /// next-drop time of such a flow is never read (with count 0 the control law restarts
+    /// from `now` when the queue next goes over target), so the flow can be forgotten.
+    pub fn is_at_rest(&self) -> bool {
+        self.count == 0 && self.p_drop == 0
+    }
+
     /// True while the AQM still has state to relax (the flow must stay in the decaying list).
     pub fn is_active(&self, now: u64) -> bool {
         self.p_drop > 0 || self.count > 0 || now < self.drop_next
@@ -339,6 +371,37 @@ mod tests {
             c.judge(&P, MS, now, None, false, u32::MAX);
         }
         assert_eq!(c.count, 0);
+    }
+
+    /// Fast-forwarding an idle flow lands where judge's own catch-up (step 4) would.
+    #[test]
+    fn fast_forward_matches_the_catch_up_at_the_next_packet() {
+        let mut c = Cobalt::default();
+        let mut now = 0;
+        while c.count < 10 {
+            c.judge(&P, 20 * MS, now, None, false, u32::MAX);
+            now += 100_000;
+        }
+        for later in [now + 50 * MS, now + 300 * MS, now + 2_000 * MS] {
+            let mut forwarded = c;
+            forwarded.fast_forward(&P, later);
+            let mut judged = c;
+            judged.judge(&P, 0, later, None, false, u32::MAX);
+            assert_eq!(forwarded.count, judged.count, "at {later}");
+            assert_eq!(forwarded.inv_sqrt, judged.inv_sqrt);
+        }
+        let mut rested = c;
+        rested.fast_forward(&P, now + 10_000 * MS);
+        assert!(rested.is_at_rest());
+        // BLUE: 2/256 falls by 1/4096 per 5 ms target: 32 steps, 160 ms.
+        let mut b = Cobalt::default();
+        b.overflowed(&P, 10 * MS);
+        b.overflowed(&P, 20 * MS);
+        b.count = 0;
+        assert!(!b.fast_forward(&P, 20 * MS + 155 * MS));
+        assert_eq!(b.p_drop, BLUE_DECREMENT);
+        assert!(b.fast_forward(&P, 20 * MS + 160 * MS));
+        assert!(b.is_at_rest());
     }
 
     #[test]

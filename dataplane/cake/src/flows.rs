@@ -13,6 +13,15 @@
 //! the kernel, which keeps stale tags, may count an indirect hit. Placement is otherwise
 //! identical.
 //!
+//! The pool also carries each instance's overflow heap (spec 5.4): parent and child links in
+//! the flow entries, so an instance holds only its root and size (see [`OverflowHeap`]).
+//!
+//! Sizing: an active flow costs one flow entry, up to two host entries and three slot-map
+//! cells ([`FlowPool::bytes_per_flow`]). A worker's pool must cover the flows of its busy
+//! instances plus the ones decaying for about an interval after they empty; when it runs
+//! out, the packet that needed a new flow is dropped (as an overflow), never another
+//! instance's state.
+//!
 //! Nothing here allocates after construction: the pool, its free lists and the map are sized
 //! once, for the worker's flow budget.
 
@@ -79,6 +88,19 @@ pub struct Flow<P: CakePacket> {
     pub dst_host: u32,
     /// Key under which the slot map holds this flow.
     pub key: u64,
+    /// Links of the instance's overflow heap (see [`OverflowHeap`]); meaningful only while
+    /// the heap is maintained.
+    heap_parent: u32,
+    heap_left: u32,
+    heap_right: u32,
+}
+
+impl<P: CakePacket> Flow<P> {
+    /// The internal index of the tin the flow belongs to.
+    #[inline]
+    pub fn tin(&self) -> usize {
+        ((self.key >> TIN_SHIFT) & TIN_MASK) as usize
+    }
 }
 
 /// One host slot: how many bulk flows it has, per direction.
@@ -202,9 +224,13 @@ const KIND_FLOW: u64 = 0;
 const KIND_SRC_HOST: u64 = 1;
 const KIND_DST_HOST: u64 = 2;
 
+/// Where the tin sits in a slot-map key: instance (32 bits), kind (4), tin (12), slot (16).
+const TIN_SHIFT: u32 = 16;
+const TIN_MASK: u64 = 0xfff;
+
 #[inline]
 fn key(instance: u32, kind: u64, tin: usize, slot: u16) -> u64 {
-    (u64::from(instance) << 32) | (kind << 28) | ((tin as u64) << 16) | u64::from(slot)
+    (u64::from(instance) << 32) | (kind << 28) | ((tin as u64) << TIN_SHIFT) | u64::from(slot)
 }
 
 /// The flow and host state of one worker's instances.
@@ -242,6 +268,9 @@ impl<P: CakePacket> FlowPool<P> {
                     src_host: NONE,
                     dst_host: NONE,
                     key: 0,
+                    heap_parent: NONE,
+                    heap_left: NONE,
+                    heap_right: NONE,
                 })
                 .collect(),
             free_flows: (0..flows as u32).rev().collect(),
@@ -564,6 +593,267 @@ impl FlowList {
             self.tail = prev;
         } else {
             pool.flow_mut(next).prev = prev;
+        }
+    }
+}
+
+/// A max-heap of an instance's flows by byte backlog, to find the overflow victim (spec 5.4)
+/// without scanning every flow. The tree lives in the flows themselves (parent and child links
+/// in the pool entries, a complete binary tree addressed by position from the root), so an
+/// instance carries only its root and size, and nothing is allocated.
+///
+/// Like the kernel's heap, it is maintained only while overflows are happening: built from the
+/// instance's flows on the first overflow, kept up to date on every backlog change while it is
+/// live, and abandoned after a quiet spell, so the common path pays nothing for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverflowHeap {
+    /// The flow with the largest backlog, or NONE.
+    pub root: u32,
+    /// Flows in the heap.
+    pub len: u32,
+}
+
+impl Default for OverflowHeap {
+    fn default() -> Self {
+        OverflowHeap { root: NONE, len: 0 }
+    }
+}
+
+impl<P: CakePacket> FlowPool<P> {
+    #[inline]
+    fn heap_key(&self, f: u32) -> u32 {
+        self.flows[f as usize].backlog
+    }
+
+    /// The flow at 1-based `position` of the complete tree: follow the position's bits below
+    /// the top one from the root (0 left, 1 right).
+    fn heap_node_at(&self, heap: &OverflowHeap, position: u32) -> u32 {
+        let mut node = heap.root;
+        let depth = 31 - position.leading_zeros();
+        for bit in (0..depth).rev() {
+            let f = &self.flows[node as usize];
+            node = if position >> bit & 1 == 0 {
+                f.heap_left
+            } else {
+                f.heap_right
+            };
+        }
+        node
+    }
+
+    /// Points whatever pointed at `old` (its parent's child link, or the root) at `new`.
+    fn heap_replace_in_parent(&mut self, heap: &mut OverflowHeap, parent: u32, old: u32, new: u32) {
+        if parent == NONE {
+            heap.root = new;
+        } else {
+            let p = &mut self.flows[parent as usize];
+            if p.heap_left == old {
+                p.heap_left = new;
+            } else {
+                p.heap_right = new;
+            }
+        }
+    }
+
+    /// Exchanges flow `c` with its parent `p` in the tree.
+    fn heap_swap_with_parent(&mut self, heap: &mut OverflowHeap, p: u32, c: u32) {
+        let (pp, pl, pr) = {
+            let f = &self.flows[p as usize];
+            (f.heap_parent, f.heap_left, f.heap_right)
+        };
+        let (cl, cr) = {
+            let f = &self.flows[c as usize];
+            (f.heap_left, f.heap_right)
+        };
+        let sibling;
+        {
+            let f = &mut self.flows[c as usize];
+            f.heap_parent = pp;
+            if pl == c {
+                f.heap_left = p;
+                f.heap_right = pr;
+                sibling = pr;
+            } else {
+                f.heap_left = pl;
+                f.heap_right = p;
+                sibling = pl;
+            }
+        }
+        {
+            let f = &mut self.flows[p as usize];
+            f.heap_parent = c;
+            f.heap_left = cl;
+            f.heap_right = cr;
+        }
+        for child in [cl, cr] {
+            if child != NONE {
+                self.flows[child as usize].heap_parent = p;
+            }
+        }
+        if sibling != NONE {
+            self.flows[sibling as usize].heap_parent = c;
+        }
+        self.heap_replace_in_parent(heap, pp, p, c);
+    }
+
+    fn heap_sift_up(&mut self, heap: &mut OverflowHeap, f: u32) {
+        loop {
+            let parent = self.flows[f as usize].heap_parent;
+            if parent == NONE || self.heap_key(parent) >= self.heap_key(f) {
+                return;
+            }
+            self.heap_swap_with_parent(heap, parent, f);
+        }
+    }
+
+    fn heap_sift_down(&mut self, heap: &mut OverflowHeap, f: u32) {
+        loop {
+            let (l, r) = {
+                let n = &self.flows[f as usize];
+                (n.heap_left, n.heap_right)
+            };
+            let mut largest = f;
+            for child in [l, r] {
+                if child != NONE && self.heap_key(child) > self.heap_key(largest) {
+                    largest = child;
+                }
+            }
+            if largest == f {
+                return;
+            }
+            self.heap_swap_with_parent(heap, f, largest);
+        }
+    }
+
+    /// Adds flow `f` to the heap.
+    pub(crate) fn heap_insert(&mut self, heap: &mut OverflowHeap, f: u32) {
+        heap.len += 1;
+        {
+            let n = &mut self.flows[f as usize];
+            n.heap_left = NONE;
+            n.heap_right = NONE;
+            n.heap_parent = NONE;
+        }
+        if heap.len == 1 {
+            heap.root = f;
+            return;
+        }
+        let parent = self.heap_node_at(heap, heap.len / 2);
+        self.flows[f as usize].heap_parent = parent;
+        if heap.len.is_multiple_of(2) {
+            self.flows[parent as usize].heap_left = f;
+        } else {
+            self.flows[parent as usize].heap_right = f;
+        }
+        self.heap_sift_up(heap, f);
+    }
+
+    /// Removes flow `f` from the heap.
+    pub(crate) fn heap_remove(&mut self, heap: &mut OverflowHeap, f: u32) {
+        let last = self.heap_node_at(heap, heap.len);
+        // Detach the last node from its place.
+        let last_parent = self.flows[last as usize].heap_parent;
+        self.heap_replace_in_parent(heap, last_parent, last, NONE);
+        heap.len -= 1;
+        if last == f {
+            return;
+        }
+        // The last node takes `f`'s place.
+        let (fp, fl, fr) = {
+            let n = &self.flows[f as usize];
+            (n.heap_parent, n.heap_left, n.heap_right)
+        };
+        {
+            let n = &mut self.flows[last as usize];
+            n.heap_parent = fp;
+            n.heap_left = fl;
+            n.heap_right = fr;
+        }
+        for child in [fl, fr] {
+            if child != NONE {
+                self.flows[child as usize].heap_parent = last;
+            }
+        }
+        self.heap_replace_in_parent(heap, fp, f, last);
+        self.heap_sift_up(heap, last);
+        self.heap_sift_down(heap, last);
+    }
+
+    /// Restores the heap order after flow `f`'s backlog changed.
+    #[inline]
+    pub(crate) fn heap_update(&mut self, heap: &mut OverflowHeap, f: u32) {
+        self.heap_sift_up(heap, f);
+        self.heap_sift_down(heap, f);
+    }
+
+    /// Checks the heap's structure and order, for tests: returns the flows in it.
+    pub(crate) fn heap_check(&self, heap: &OverflowHeap) -> Vec<u32> {
+        let mut seen = Vec::new();
+        let mut stack = vec![(heap.root, NONE)];
+        while let Some((f, parent)) = stack.pop() {
+            if f == NONE {
+                continue;
+            }
+            let n = &self.flows[f as usize];
+            assert_eq!(n.heap_parent, parent, "parent link of flow {f}");
+            if parent != NONE {
+                assert!(self.heap_key(parent) >= self.heap_key(f), "heap order");
+            }
+            seen.push(f);
+            stack.push((n.heap_left, f));
+            stack.push((n.heap_right, f));
+        }
+        assert_eq!(seen.len(), heap.len as usize, "heap size");
+        for position in 1..=heap.len {
+            assert_ne!(self.heap_node_at(heap, position), NONE, "complete tree");
+        }
+        seen
+    }
+}
+
+#[cfg(test)]
+mod heap_tests {
+    use super::*;
+    use crate::sim::TestPacket;
+
+    /// Random inserts, removes and key changes against a brute-force maximum.
+    #[test]
+    fn the_heap_root_is_always_the_largest_backlog() {
+        let mut pool: FlowPool<TestPacket> = FlowPool::new(300);
+        let mut heap = OverflowHeap::default();
+        let mut members: Vec<u32> = Vec::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for step in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let f = (x % 300) as u32;
+            let key = ((x >> 20) % 5000) as u32;
+            if let Some(i) = members.iter().position(|&m| m == f) {
+                if x >> 60 < 4 {
+                    pool.heap_remove(&mut heap, f);
+                    members.swap_remove(i);
+                } else {
+                    pool.flows[f as usize].backlog = key;
+                    pool.heap_update(&mut heap, f);
+                }
+            } else {
+                pool.flows[f as usize].backlog = key;
+                pool.heap_insert(&mut heap, f);
+                members.push(f);
+            }
+            let max = members
+                .iter()
+                .map(|&m| pool.flows[m as usize].backlog)
+                .max();
+            assert_eq!(max, (heap.root != NONE).then(|| pool.heap_key(heap.root)));
+            if step % 97 == 0 {
+                let mut seen = pool.heap_check(&heap);
+                seen.sort_unstable();
+                let mut expected = members.clone();
+                expected.sort_unstable();
+                assert_eq!(seen, expected);
+            }
         }
     }
 }

@@ -5,12 +5,17 @@
 //! a flow within it (DRR++), lets COBALT judge the head packet, and charges the shaper. When
 //! the shaper says "not yet", dequeue says when: the worker files the instance in its timer
 //! wheel for that time and does not look at it before.
+//!
+//! Over its memory limit an instance drops from the head of its fattest flow, found through
+//! an overflow heap kept only while overflows happen ([`crate::flows::OverflowHeap`]). An
+//! idle instance is never visited, so the worker asks it to give back its flow entries
+//! ([`Cake::release_rested_flows`]) once it has been idle a while.
 
 use crate::ack_filter::TcpAck;
 use crate::autorate::Autorate;
 use crate::cobalt::{CobaltParams, Verdict};
 use crate::config::{AckFilter, CakeConfig, FlowMode};
-use crate::flows::{FlowList, FlowPool, FlowState, ListKind, Placement, NONE};
+use crate::flows::{FlowList, FlowPool, FlowState, ListKind, OverflowHeap, Placement, NONE};
 use crate::overhead::adjusted_len;
 use crate::packet::{CakePacket, DropReason, NetworkKind, PacketMeta, PacketQueue};
 use crate::tins::{
@@ -24,6 +29,11 @@ pub const DEFAULT_FLOW_QUEUES: u16 = 1024;
 /// Memory limit bounds (spec 5.3): at least 4 MiB when shaped, at most 10240 MTUs.
 const MIN_SHAPED_MEMLIMIT: u64 = 4 << 20;
 const MAX_MEMLIMIT_MTUS: u64 = 10_240;
+
+/// How many dequeues the overflow heap stays maintained after the last overflow (as in the
+/// kernel): long enough to cover a flood's bursts, short enough that an instance which
+/// overflowed once does not pay for the heap on every packet afterwards.
+const OVERFLOW_HEAP_LIFETIME: u32 = 65_535;
 
 /// EWMA shifts of the delay statistics (spec 7).
 const EWMA_FAST: u32 = 2;
@@ -187,6 +197,10 @@ pub struct Cake {
     buffer_limit: u64,
     backlog_bytes: u64,
     backlog_packets: u32,
+    /// The overflow victim finder (spec 5.4), and the dequeues it stays maintained for (0: not
+    /// maintained).
+    overflow_heap: OverflowHeap,
+    overflow_heap_life: u32,
     autorate: Autorate,
     stats: InstanceStats,
 }
@@ -211,6 +225,8 @@ impl Cake {
             buffer_limit: 0,
             backlog_bytes: 0,
             backlog_packets: 0,
+            overflow_heap: OverflowHeap::default(),
+            overflow_heap_life: 0,
             autorate: Autorate::default(),
             stats: InstanceStats {
                 min_network_len: u32::MAX,
@@ -269,7 +285,7 @@ impl Cake {
         // they lose does not matter, and no packet is lost.
         let mut held: Vec<(P, PacketMeta)> = Vec::new();
         self.drain(pool, &mut |p, _| {
-            let meta = self_meta_from_stamp(&p);
+            let meta = meta_from_stamp(&p);
             held.push((p, meta));
         });
         let setup = InstanceSetup {
@@ -475,12 +491,11 @@ impl Cake {
             stamp.enqueued_at = now;
             stamp.adjusted_len = adjusted;
             stamp.l3_offset = meta.l3_offset;
+            stamp.l4_offset = meta.l4_offset;
             stamp.network = meta.network;
-            stamp.tcp_offset = if meta.protocol == 6 {
-                meta.l4_offset
-            } else {
-                0
-            };
+            stamp.protocol = meta.protocol;
+            stamp.dscp = meta.dscp;
+            stamp.mark = meta.mark;
         }
         let network_len = len.saturating_sub(u32::from(meta.l3_offset));
         let s = &mut self.stats;
@@ -520,10 +535,14 @@ impl Cake {
         }
 
         if self.config.ack_filter != AckFilter::Off && pool.flow(f).packets > 1 {
-            self.filter_acks(pool, f, t, sink);
+            self.filter_acks(pool, f, t, now, sink);
         }
 
         // Flow state (spec 4.2).
+        let was_in_rotation = matches!(
+            pool.flow(f).state,
+            FlowState::Sparse | FlowState::SparseWait | FlowState::Bulk
+        );
         match pool.flow(f).state {
             FlowState::Idle | FlowState::Decaying => {
                 if pool.flow(f).state == FlowState::Decaying {
@@ -545,6 +564,14 @@ impl Cake {
             FlowState::Sparse | FlowState::Bulk => {}
         }
 
+        if self.overflow_heap_life > 0 {
+            if was_in_rotation {
+                pool.heap_update(&mut self.overflow_heap, f);
+            } else {
+                pool.heap_insert(&mut self.overflow_heap, f);
+            }
+        }
+
         while self.buffer_used > self.buffer_limit {
             if !self.drop_from_fattest(pool, now, sink) {
                 break;
@@ -558,6 +585,7 @@ impl Cake {
         pool: &mut FlowPool<P>,
         f: u32,
         t: usize,
+        now: u64,
         sink: &mut impl FnMut(P, DropReason),
     ) {
         let queue = &pool.flow(f).queue;
@@ -588,6 +616,7 @@ impl Cake {
         if let Some(i) = victim {
             if let Some(p) = pool.flow_mut(f).queue.remove(i) {
                 self.account_removal(pool, f, t, &p);
+                self.charge_ingress_drop(t, &p, now);
                 self.tins[t].stats.ack_drops += 1;
                 self.stats.ack_drops += 1;
                 sink(p, DropReason::AckFilter);
@@ -604,27 +633,38 @@ impl Cake {
         now: u64,
         sink: &mut impl FnMut(P, DropReason),
     ) -> bool {
-        let mut victim = (NONE, 0usize, 0u32);
-        for (t, tin) in self.tins.iter().enumerate() {
-            for list in [&tin.new_flows, &tin.old_flows] {
-                let mut i = list.head;
-                while i != NONE {
-                    let f = pool.flow(i);
-                    if f.backlog > victim.2 {
-                        victim = (i, t, f.backlog);
+        if self.overflow_heap_life == 0 {
+            // The first overflow in a while: build the heap from the flows in rotation (the
+            // only ones with packets).
+            self.overflow_heap = OverflowHeap::default();
+            for tin in &self.tins {
+                for list in [tin.new_flows, tin.old_flows] {
+                    let mut i = list.head;
+                    while i != NONE {
+                        let next = pool.flow(i).next;
+                        pool.heap_insert(&mut self.overflow_heap, i);
+                        i = next;
                     }
-                    i = f.next;
                 }
             }
         }
-        let (f, t, _) = victim;
-        if f == NONE {
+        self.overflow_heap_life = OVERFLOW_HEAP_LIFETIME;
+        let f = self.overflow_heap.root;
+        if f == NONE || pool.flow(f).backlog == 0 {
             return false;
         }
+        debug_assert_eq!(
+            pool.flow(f).backlog,
+            self.fattest_by_scan(pool),
+            "the heap's root is the fattest flow"
+        );
+        let t = pool.flow(f).tin();
         let Some(packet) = pool.flow_mut(f).queue.pop_front() else {
             return false;
         };
         self.account_removal(pool, f, t, &packet);
+        pool.heap_update(&mut self.overflow_heap, f);
+        self.charge_ingress_drop(t, &packet, now);
         let params = self.cobalt_params(t);
         if pool.flow_mut(f).cobalt.overflowed(&params, now) {
             self.tins[t].unresponsive_flows += 1;
@@ -634,6 +674,55 @@ impl Cake {
         self.stats.overflow_drops += 1;
         sink(packet, DropReason::Overflow);
         true
+    }
+
+    /// For tests: checks the overflow heap, while it is maintained, holds exactly the flows in
+    /// rotation, in heap order.
+    #[doc(hidden)]
+    pub fn check_overflow_heap<P: CakePacket>(&self, pool: &FlowPool<P>) {
+        if self.overflow_heap_life == 0 {
+            return;
+        }
+        let mut in_heap = pool.heap_check(&self.overflow_heap);
+        let mut in_rotation = Vec::new();
+        for tin in &self.tins {
+            for list in [tin.new_flows, tin.old_flows] {
+                let mut i = list.head;
+                while i != NONE {
+                    in_rotation.push(i);
+                    i = pool.flow(i).next;
+                }
+            }
+        }
+        in_heap.sort_unstable();
+        in_rotation.sort_unstable();
+        assert_eq!(
+            in_heap, in_rotation,
+            "the overflow heap holds the flows in rotation"
+        );
+    }
+
+    /// The largest flow backlog, by looking at every flow: what the heap must agree with.
+    fn fattest_by_scan<P: CakePacket>(&self, pool: &FlowPool<P>) -> u32 {
+        let mut largest = 0;
+        for tin in &self.tins {
+            for list in [tin.new_flows, tin.old_flows] {
+                let mut i = list.head;
+                while i != NONE {
+                    largest = largest.max(pool.flow(i).backlog);
+                    i = pool.flow(i).next;
+                }
+            }
+        }
+        largest
+    }
+
+    /// In ingress mode a dropped packet has already crossed the bottleneck in front of us, so
+    /// it still counts against the rate (spec 4.5): charged to the shaper, not the failsafe.
+    fn charge_ingress_drop<P: CakePacket>(&mut self, t: usize, p: &P, now: u64) {
+        if self.config.ingress {
+            self.charge(t, p.stamp().adjusted_len, now, false);
+        }
     }
 
     fn account_removal<P: CakePacket>(&mut self, pool: &mut FlowPool<P>, f: u32, t: usize, p: &P) {
@@ -769,32 +858,14 @@ impl Cake {
             }
 
             let Some(mut packet) = pool.flow_mut(f).queue.pop_front() else {
-                // Empty: the flow leaves the rotation, to decay or to rest.
-                if pool.flow_mut(f).cobalt.relax(&params, now) {
-                    self.tins[t].unresponsive_flows -= 1;
-                }
-                self.unlink(pool, t, f, list);
-                let state = pool.flow(f).state;
-                match state {
-                    FlowState::Bulk => {
-                        self.tins[t].bulk_flows -= 1;
-                        self.host_bulk(pool, f, false);
-                    }
-                    FlowState::Sparse | FlowState::SparseWait => self.tins[t].sparse_flows -= 1,
-                    FlowState::Decaying | FlowState::Idle => {}
-                }
-                if pool.flow(f).cobalt.is_active(now) {
-                    pool.flow_mut(f).state = FlowState::Decaying;
-                    self.tins[t].decaying_count += 1;
-                    self.tins[t]
-                        .decaying_flows
-                        .push_back(pool, f, ListKind::Decaying);
-                } else {
-                    pool.free_flow(f);
-                }
+                self.retire_empty_flow(pool, t, f, list, now);
                 continue;
             };
             self.account_removal(pool, f, t, &packet);
+            if self.overflow_heap_life > 0 {
+                self.overflow_heap_life -= 1;
+                pool.heap_update(&mut self.overflow_heap, f);
+            }
             let last = pool.flow(f).packets == 0;
             let sojourn = now.saturating_sub(packet.stamp().enqueued_at);
             let bulk = self.config.ingress.then_some(self.tins[t].bulk_flows);
@@ -856,6 +927,43 @@ impl Cake {
         }
     }
 
+    /// A flow of the new or old list was found empty: it leaves the rotation, to decay (its
+    /// AQM state still active) or to rest (freed).
+    fn retire_empty_flow<P: CakePacket>(
+        &mut self,
+        pool: &mut FlowPool<P>,
+        t: usize,
+        f: u32,
+        list: ListKind,
+        now: u64,
+    ) {
+        let params = self.cobalt_params(t);
+        if pool.flow_mut(f).cobalt.relax(&params, now) {
+            self.tins[t].unresponsive_flows -= 1;
+        }
+        if self.overflow_heap_life > 0 {
+            pool.heap_remove(&mut self.overflow_heap, f);
+        }
+        self.unlink(pool, t, f, list);
+        match pool.flow(f).state {
+            FlowState::Bulk => {
+                self.tins[t].bulk_flows -= 1;
+                self.host_bulk(pool, f, false);
+            }
+            FlowState::Sparse | FlowState::SparseWait => self.tins[t].sparse_flows -= 1,
+            FlowState::Decaying | FlowState::Idle => {}
+        }
+        if pool.flow(f).cobalt.is_active(now) {
+            pool.flow_mut(f).state = FlowState::Decaying;
+            self.tins[t].decaying_count += 1;
+            self.tins[t]
+                .decaying_flows
+                .push_back(pool, f, ListKind::Decaying);
+        } else {
+            pool.free_flow(f);
+        }
+    }
+
     fn unlink<P: CakePacket>(&mut self, pool: &mut FlowPool<P>, t: usize, f: u32, list: ListKind) {
         let tin = &mut self.tins[t];
         match list {
@@ -882,6 +990,64 @@ impl Cake {
         } else if tin.next_time < now + dt {
             tin.next_time = now + dt;
         }
+    }
+
+    /// Gives flow entries back to the pool: when the instance is idle, its emptied flows leave
+    /// the DRR rotation (as dequeue would when it next found them empty); then every decaying
+    /// flow (empty, AQM not yet at rest) whose AQM state, brought forward to `now`
+    /// ([`crate::cobalt::Cobalt::fast_forward`]), is at rest is freed. Returns how many flows
+    /// the instance still holds in the pool (queued, in the rotation, or decaying).
+    ///
+    /// Why: flows are only visited by dequeue, which an idle instance never runs, so without
+    /// this an idle subscriber keeps the flows it had when it went quiet (as the kernel does).
+    /// Dequeue does not call it when the instance empties: most instances empty after every
+    /// burst, and forgetting their flows each time would make every packet place a new flow
+    /// (measured: 2 to 4 times the cost per packet). The worker calls it for instances that
+    /// have stayed idle a while (a second, say): it frees the flows at rest (count 0, BLUE off:
+    /// most of them) and returns how many are still held; those hold congestion state that
+    /// decays within about 2 x interval x sqrt(count) (BLUE: 4096 x target from p = 1), so a
+    /// later call frees them too. Safe at any time; never touches a queued packet.
+    pub fn release_rested_flows<P: CakePacket>(
+        &mut self,
+        pool: &mut FlowPool<P>,
+        now: u64,
+    ) -> usize {
+        let mut held = 0;
+        for t in 0..self.tins.len() {
+            if self.backlog_packets == 0 {
+                for list in [ListKind::New, ListKind::Old] {
+                    loop {
+                        let head = match list {
+                            ListKind::New => self.tins[t].new_flows.head,
+                            _ => self.tins[t].old_flows.head,
+                        };
+                        if head == NONE {
+                            break;
+                        }
+                        self.retire_empty_flow(pool, t, head, list, now);
+                    }
+                }
+            }
+            let params = self.cobalt_params(t);
+            let mut f = self.tins[t].decaying_flows.head;
+            while f != NONE {
+                let next = pool.flow(f).next;
+                if pool.flow_mut(f).cobalt.fast_forward(&params, now) {
+                    self.tins[t].unresponsive_flows -= 1;
+                }
+                if pool.flow(f).cobalt.is_at_rest() {
+                    self.tins[t].decaying_flows.remove(pool, f);
+                    self.tins[t].decaying_count -= 1;
+                    pool.free_flow(f);
+                } else {
+                    held += 1;
+                }
+                f = next;
+            }
+            let tin = &self.tins[t];
+            held += (tin.sparse_flows + tin.bulk_flows) as usize;
+        }
+        held
     }
 
     /// Removes every queued packet (subscriber removed), handing them to `sink`, and frees all
@@ -914,6 +1080,8 @@ impl Cake {
                     pool.free_flow(head);
                 }
             }
+            self.overflow_heap = OverflowHeap::default();
+            self.overflow_heap_life = 0;
             let tin = &mut self.tins[t];
             tin.sparse_flows = 0;
             tin.bulk_flows = 0;
@@ -987,7 +1155,7 @@ impl Cake {
             let tin = &self.tins[i];
             TinReport {
                 index: i,
-                rate: tin.params.rate,
+                rate: tin.params.rate.map(core::num::NonZeroU64::get),
                 target: tin.params.target,
                 interval: tin.params.interval,
                 flow_quantum: tin.params.flow_quantum,
@@ -1002,41 +1170,43 @@ impl Cake {
     }
 }
 
-/// Rebuilds the metadata CAKE needs to re-file a queued packet (tin mode change). Only the
-/// fields classification reads are recovered from the frame's bytes.
-fn self_meta_from_stamp<P: CakePacket>(p: &P) -> PacketMeta {
+/// Rebuilds the metadata CAKE needs to re-file a queued packet (tin-mode change): the stamp
+/// keeps the classification inputs (DSCP before any wash, mark, protocol, offsets); addresses
+/// and ports are read back from the frame at the offsets the dataplane's parser gave.
+fn meta_from_stamp<P: CakePacket>(p: &P) -> PacketMeta {
     let stamp = p.stamp();
     let data = p.data();
     let l3 = usize::from(stamp.l3_offset);
     let mut meta = PacketMeta {
         l3_offset: stamp.l3_offset,
         network: stamp.network,
+        dscp: stamp.dscp,
+        protocol: stamp.protocol,
+        mark: stamp.mark,
         ..PacketMeta::default()
     };
     match stamp.network {
-        NetworkKind::Ipv4 if data.len() >= l3 + 20 => {
-            meta.dscp = data[l3 + 1] >> 2;
-            meta.ecn = data[l3 + 1] & 3;
-            meta.protocol = data[l3 + 9];
-            meta.src[..4].copy_from_slice(&data[l3 + 12..l3 + 16]);
-            meta.dst[..4].copy_from_slice(&data[l3 + 16..l3 + 20]);
+        NetworkKind::Ipv4 => {
+            if let Some(ip) = data.get(l3..l3 + 20) {
+                meta.ecn = ip[1] & 3;
+                meta.src[..4].copy_from_slice(&ip[12..16]);
+                meta.dst[..4].copy_from_slice(&ip[16..20]);
+            }
         }
-        NetworkKind::Ipv6 if data.len() >= l3 + 40 => {
-            let tc = (data[l3] << 4) | (data[l3 + 1] >> 4);
-            meta.dscp = tc >> 2;
-            meta.ecn = tc & 3;
-            meta.protocol = data[l3 + 6];
-            meta.src.copy_from_slice(&data[l3 + 8..l3 + 24]);
-            meta.dst.copy_from_slice(&data[l3 + 24..l3 + 40]);
+        NetworkKind::Ipv6 => {
+            if let Some(ip) = data.get(l3..l3 + 40) {
+                meta.ecn = (ip[1] >> 4) & 3;
+                meta.src.copy_from_slice(&ip[8..24]);
+                meta.dst.copy_from_slice(&ip[24..40]);
+            }
         }
-        _ => {}
+        NetworkKind::Arp | NetworkKind::Other => {}
     }
-    let l4 = usize::from(stamp.tcp_offset);
-    if l4 != 0 && data.len() >= l4 + 4 {
-        meta.protocol = 6;
-        meta.l4_offset = stamp.tcp_offset;
-        meta.src_port = u16::from_be_bytes([data[l4], data[l4 + 1]]);
-        meta.dst_port = u16::from_be_bytes([data[l4 + 2], data[l4 + 3]]);
+    let l4 = usize::from(stamp.l4_offset);
+    if let Some(ports) = data.get(l4..l4 + 4).filter(|_| l4 != 0) {
+        meta.l4_offset = stamp.l4_offset;
+        meta.src_port = u16::from_be_bytes([ports[0], ports[1]]);
+        meta.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
     }
     meta
 }

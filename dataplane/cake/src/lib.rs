@@ -30,9 +30,27 @@
 //! - COBALT's first signal waits one interval (RFC 8289), see [`cobalt`].
 //! - Flow queues per tin are an instance parameter (default 1024, 8-way); idle flows forget
 //!   their tags, see [`flows`].
-//! - Overflow victims are found by scanning the instance's active flows (the kernel keeps a
-//!   heap; the victim is the same: the largest byte backlog).
-//! - A tin-mode change re-files queued packets into the new tins.
+//! - Flow state is held only while a flow is active. Empty flows are retired by dequeue as in
+//!   the kernel; an idle instance is never visited, so [`Cake::release_rested_flows`] lets the
+//!   worker give back the flows of an instance idle for a while: flows whose AQM is at rest
+//!   (count 0, BLUE off; their next-drop time is never read again) are freed, congested ones
+//!   once their state, brought forward as if watched all along, has decayed (BLUE relaxes
+//!   1/4096 per `target` while idle; the kernel relaxes it only at visits).
+//! - Overflow victims come from a max-heap of flow backlogs kept in the flows themselves and
+//!   maintained only while overflows are happening, as in the kernel; the victim is the
+//!   same: the largest byte backlog in the instance.
+//! - When the worker's flow pool is exhausted, the packet that needed a new flow is handed
+//!   back as an overflow drop.
+//! - A tin-mode change re-files queued packets into the new tins by their stamped
+//!   classification (DSCP before any wash, mark, ports); other changes keep every flow.
+//! - The ACK filter treats a first SACK block starting below the cumulative ACK as a D-SACK
+//!   (RFC 2883) and filters nothing for a trigger with malformed options.
+//!
+//! # Sizes
+//! An idle instance is its struct and its tins: 560 bytes (besteffort) to 2,016 bytes
+//! (diffserv8); the `an_idle_instance_is_small` test holds it to 2 KiB. An active flow costs
+//! one pool entry ([`FlowPool::bytes_per_flow`]: the flow, two host entries and its share of
+//! the slot map: 224 bytes with the test packet's 32-byte queue head).
 
 #![forbid(unsafe_code)]
 

@@ -1,6 +1,7 @@
 //! Tins: DiffServ classes, each with its share of the rate and its DRR weight (spec 2).
 
 use crate::config::TinMode;
+use core::num::NonZeroU64;
 
 /// The largest number of tins any mode has (diffserv8, precedence).
 pub const MAX_TINS: usize = 8;
@@ -21,14 +22,17 @@ const RATE_SHIFT_START: u8 = 34;
 /// Rates below 64 B/s are treated as 64 B/s (spec 2), bounding the time per byte.
 const MIN_RATE: u64 = 64;
 
-/// Time per byte at a rate, in fixed point: `duration(len) = (len * ns) >> shift`.
+/// Time per byte at a rate, in fixed point: `duration(len) = (len * ns) >> shift`, with `ns`
+/// below 2^34 (spec 2). Both live in one word (`ns` in the low 34 bits, `shift` in the top
+/// byte) so a tin's parameters stay small: an instance carries up to eight of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TimePerByte {
-    /// Scaled nanoseconds per byte; 0 when unlimited.
-    pub ns: u64,
-    /// The scale's shift.
-    pub shift: u8,
-}
+pub struct TimePerByte(u64);
+
+/// Bits of the packed word holding the scaled nanoseconds per byte.
+const NS_BITS: u32 = RATE_SHIFT_START as u32;
+const NS_MASK: u64 = (1 << NS_BITS) - 1;
+/// Where the shift sits in the packed word.
+const SHIFT_POSITION: u32 = 56;
 
 impl TimePerByte {
     /// The time per byte at `rate` bytes per second; `None` is unlimited (zero time).
@@ -42,13 +46,25 @@ impl TimePerByte {
             ns >>= 1;
             shift -= 1;
         }
-        TimePerByte { ns, shift }
+        TimePerByte(ns | (u64::from(shift) << SHIFT_POSITION))
+    }
+
+    /// Scaled nanoseconds per byte (below 2^34); 0 when unlimited.
+    #[inline]
+    pub fn ns(&self) -> u64 {
+        self.0 & NS_MASK
+    }
+
+    /// The scale's shift.
+    #[inline]
+    pub fn shift(&self) -> u32 {
+        (self.0 >> SHIFT_POSITION) as u32
     }
 
     /// Nanoseconds to send `len` bytes.
     #[inline]
     pub fn duration(&self, len: u32) -> u64 {
-        (u64::from(len) * self.ns) >> self.shift
+        (u64::from(len) * self.ns()) >> self.shift()
     }
 }
 
@@ -56,7 +72,7 @@ impl TimePerByte {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TinParams {
     /// The tin's threshold rate (bytes/s), `None` when the instance is unlimited.
-    pub rate: Option<u64>,
+    pub rate: Option<NonZeroU64>,
     /// Its time per byte.
     pub time_per_byte: TimePerByte,
     /// WRR weight between tins when unlimited.
@@ -85,7 +101,7 @@ impl TinParams {
             None => MAX_QUANTUM,
         };
         TinParams {
-            rate,
+            rate: rate.and_then(NonZeroU64::new),
             time_per_byte,
             weight,
             flow_quantum,
@@ -239,7 +255,7 @@ mod tests {
             let exact = 1500.0 * 8.0 * 1e9 / bits as f64;
             let got = t.duration(1500) as f64;
             assert!((got - exact).abs() <= 1.5, "{bits}: {got} vs {exact}");
-            assert!(t.ns >> 34 == 0);
+            assert!(t.ns() >> 34 == 0 && t.ns() > 0);
         }
     }
 

@@ -258,3 +258,75 @@ fn ipv6_packets_are_marked_in_the_traffic_class_keeping_the_flow_label() {
     assert!(marked > 0);
     assert_eq!(c.stats().ecn_marks, marked);
 }
+
+/// Unlimited: tins share by weighted round robin with spec 2's weights, in bytes. diffserv3
+/// weights Best Effort 1024, Bulk 64, Voice 256: with all three backlogged, bytes leave in
+/// the ratio 1024 : 64 : 256 (76.2 %, 4.8 %, 19.0 %).
+#[test]
+fn unlimited_tins_share_by_their_weights() {
+    let (mut c, mut pool) = cake("unlimited diffserv3 flows");
+    for _ in 0..1500 {
+        for dscp in [0, 8, 46] {
+            enqueue(
+                &mut c,
+                &mut pool,
+                &frame(1, 1, 1000 + u16::from(dscp), dscp, 0),
+                0,
+                0,
+            );
+        }
+    }
+    // 1500 packets out: every tin stays backlogged (Best Effort sends about 1143 of its 1500).
+    let mut bytes = [0u64; 3]; // Best Effort, Bulk, Voice by internal index
+    for _ in 0..1500 {
+        let Dequeued::Packet(p) = c.dequeue(&mut pool, 0, &mut |_, _| {}) else {
+            panic!("unlimited: every dequeue gives a packet")
+        };
+        let tin = match p.bytes[15] >> 2 {
+            0 => 0,
+            8 => 1,
+            _ => 2,
+        };
+        bytes[tin] += p.bytes.len() as u64;
+    }
+    let total: u64 = bytes.iter().sum();
+    for (tin, weight) in [(0, 1024.0), (1, 64.0), (2, 256.0)] {
+        let share = bytes[tin] as f64 / total as f64;
+        let expected = weight / 1344.0;
+        assert!(
+            (share - expected).abs() < 0.01,
+            "tin {tin}: {share:.4} of the bytes, weight says {expected:.4}"
+        );
+    }
+}
+
+/// Spec 3's set-associative placement, counted per tin: with 8 queues (one set of 8 ways),
+/// 8 flows take the 8 ways (8 misses); a 9th takes over its start way (a collision); a flow
+/// found away from its start way is an indirect hit.
+#[test]
+fn a_ninth_flow_in_a_set_of_eight_ways_collides() {
+    let mut setup = InstanceSetup::new(0, 9);
+    setup.flow_queues = 8;
+    let mut c = Cake::new(
+        CakeConfig::parse("unlimited besteffort flows").unwrap(),
+        setup,
+    );
+    let mut pool = FlowPool::new(64);
+    for port in 0..8 {
+        enqueue(&mut c, &mut pool, &frame(1, 1, port, 0, 0), 0, 0);
+    }
+    let stats = |c: &Cake| c.tin_reports().next().unwrap().stats;
+    assert_eq!((stats(&c).way_misses, stats(&c).way_collisions), (8, 0));
+    assert_eq!(c.flow_reports(&pool).count(), 8);
+    // Again: every flow is found (at its start way, or as an indirect hit); nothing new.
+    for port in 0..8 {
+        enqueue(&mut c, &mut pool, &frame(1, 1, port, 0, 0), 0, 0);
+    }
+    assert_eq!((stats(&c).way_misses, stats(&c).way_collisions), (8, 0));
+    let indirect = stats(&c).way_indirect_hits;
+    assert!(indirect <= 8);
+    enqueue(&mut c, &mut pool, &frame(1, 1, 99, 0, 0), 0, 0);
+    assert_eq!((stats(&c).way_misses, stats(&c).way_collisions), (8, 1));
+    assert_eq!(c.flow_reports(&pool).count(), 8, "the 9th shares a queue");
+    assert_eq!(c.backlog_packets(), 17, "nothing was lost");
+}

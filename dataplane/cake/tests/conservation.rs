@@ -94,6 +94,10 @@ fn every_packet_is_delivered_dropped_or_queued_exactly_once() {
                             break;
                         }
                     }
+                    if rng.below(4) == 0 {
+                        // The worker's housekeeping of idle instances, at any moment.
+                        cakes[c].release_rested_flows(&mut pool, now);
+                    }
                 }
                 _ => {
                     // A live change of rate or options, sometimes of tin mode.
@@ -109,6 +113,7 @@ fn every_packet_is_delivered_dropped_or_queued_exactly_once() {
                     });
                 }
             }
+            check_counters(&cakes, &pool);
             let queued: u64 = cakes.iter().map(|c| u64::from(c.backlog_packets())).sum();
             assert_eq!(
                 queued,
@@ -143,6 +148,53 @@ fn every_packet_is_delivered_dropped_or_queued_exactly_once() {
         );
         assert_eq!(u64::from(next_id), delivered + dropped.iter().sum::<u64>());
     }
+}
+
+/// The instance's counters agree with its flows: backlogs add up, the flow counts per tin
+/// match the flows' states, and the pool holds exactly the instances' flows.
+fn check_counters(cakes: &[Cake], pool: &FlowPool<TestPacket>) {
+    use sheetcake_cake::FlowState;
+    let mut held = 0;
+    for cake in cakes {
+        cake.check_overflow_heap(pool);
+        let flows: Vec<_> = cake.flow_reports(pool).collect();
+        held += flows.len();
+        let packets: u64 = flows.iter().map(|f| u64::from(f.packets)).sum();
+        let bytes: u64 = flows.iter().map(|f| u64::from(f.backlog)).sum();
+        assert_eq!(packets, u64::from(cake.backlog_packets()));
+        assert_eq!(bytes, cake.backlog_bytes());
+        for tin in cake.tin_reports() {
+            let mine = flows.iter().filter(|f| f.tin == tin.index);
+            let (mut bulk, mut sparse, mut unresponsive) = (0, 0, 0);
+            let (mut tin_packets, mut tin_bytes) = (0u32, 0u64);
+            for f in mine {
+                match f.state {
+                    FlowState::Bulk => bulk += 1,
+                    FlowState::Sparse | FlowState::SparseWait | FlowState::Decaying => sparse += 1,
+                    FlowState::Idle => panic!("an idle flow in a list"),
+                }
+                unresponsive += u32::from(f.p_drop > 0);
+                tin_packets += f.packets;
+                tin_bytes += u64::from(f.backlog);
+            }
+            assert_eq!(tin.bulk_flows, bulk, "bulk flows of tin {}", tin.index);
+            assert_eq!(
+                tin.sparse_flows, sparse,
+                "sparse flows of tin {}",
+                tin.index
+            );
+            assert_eq!(tin.unresponsive_flows, unresponsive);
+            assert_eq!(
+                (tin.backlog_packets, tin.backlog_bytes),
+                (tin_packets, tin_bytes)
+            );
+        }
+    }
+    assert_eq!(
+        pool.in_use(),
+        held,
+        "pool entries not owned by any flow list"
+    );
 }
 
 /// However long it waited, the last packet of a flow is delivered (spec 4.3).
@@ -285,14 +337,82 @@ fn the_packet_path_does_not_allocate() {
     );
 }
 
-/// An idle instance costs little: the struct and its tins.
+/// An idle instance costs little: the struct and its tins, at most 2 KiB (issue 3) in every
+/// tin mode; flow state is pooled.
 #[test]
 fn an_idle_instance_is_small() {
-    let cake = Cake::new(
-        CakeConfig::parse("bandwidth 20mbit diffserv4").unwrap(),
+    for mode in ["besteffort", "diffserv3", "diffserv4", "diffserv8"] {
+        let cake = Cake::new(
+            CakeConfig::parse(&format!("bandwidth 20mbit {mode}")).unwrap(),
+            InstanceSetup::new(0, 1),
+        );
+        let bytes = cake.heap_bytes() + std::mem::size_of::<Cake>();
+        eprintln!("idle {mode} instance: {bytes} bytes");
+        assert!(bytes <= 2048, "idle {mode} instance {bytes} bytes");
+    }
+    eprintln!(
+        "pool bytes per active flow (test packet queue): {}",
+        FlowPool::<TestPacket>::bytes_per_flow()
+    );
+}
+
+/// Flow state is held only while flows are active: an instance that goes idle gives back
+/// every flow whose AQM is at rest at once, and the congested ones once their state has
+/// decayed (spec 4.3: count steps down per control-law interval), when the worker asks.
+#[test]
+fn an_idle_instance_gives_its_flows_back_to_the_pool() {
+    let mut pool: FlowPool<TestPacket> = FlowPool::new(64);
+    let mut cake = Cake::new(
+        CakeConfig::parse("bandwidth 100mbit besteffort triple-isolate").unwrap(),
         InstanceSetup::new(0, 1),
     );
-    let bytes = cake.heap_bytes() + std::mem::size_of::<Cake>();
-    eprintln!("idle diffserv4 instance: {bytes} bytes");
-    assert!(bytes <= 2048, "idle instance {bytes} bytes");
+    let spec = |port: u16| FrameSpec {
+        src: [10, 0, 0, 1],
+        dst: [10, 0, 0, 2],
+        protocol: 17,
+        src_port: port,
+        dst_port: 2,
+        dscp: 0,
+        ecn: 0,
+        len: 1514,
+    };
+    let drain = |cake: &mut Cake, pool: &mut FlowPool<TestPacket>, mut now: u64| loop {
+        match cake.dequeue(pool, now, &mut |_, _| {}) {
+            Dequeued::Packet(_) => {}
+            Dequeued::WaitUntil(t) => now = t,
+            Dequeued::Empty => return now,
+        }
+    };
+    // Ten light flows, three packets each: 30 packets of 121 µs at 100 Mbit/s stay under the
+    // 5 ms target, so no flow gets any AQM state.
+    for port in 0..10 {
+        for _ in 0..3 {
+            let (p, meta) = ipv4_frame(&spec(port), 0, 0);
+            cake.enqueue(&mut pool, p, &meta, 0, &mut |_, _| panic!("no drop"));
+        }
+    }
+    assert_eq!(pool.in_use(), 10);
+    let now = drain(&mut cake, &mut pool, 0);
+    assert_eq!(pool.in_use(), 10, "kept while the worker does not ask");
+    assert_eq!(cake.release_rested_flows(&mut pool, now), 0);
+    assert_eq!(pool.in_use(), 0, "at rest: every flow is back in the pool");
+    // One flow with a standing queue of 1500 packets (182 ms at 100 Mbit/s): over target for
+    // more than one interval, so COBALT signals.
+    for _ in 0..1500 {
+        let (p, meta) = ipv4_frame(&spec(77), 0, now);
+        cake.enqueue(&mut pool, p, &meta, now, &mut |_, _| panic!("no overflow"));
+    }
+    let now = drain(&mut cake, &mut pool, now);
+    assert!(cake.stats().drops > 0);
+    assert_eq!(
+        cake.release_rested_flows(&mut pool, now + 1_000_000),
+        1,
+        "the congested flow decays before it is forgotten"
+    );
+    // Its count (a few signals) decays within 2 x interval x sqrt(count): well under 10 s.
+    assert_eq!(
+        cake.release_rested_flows(&mut pool, now + 10_000_000_000),
+        0
+    );
+    assert_eq!(pool.in_use(), 0);
 }

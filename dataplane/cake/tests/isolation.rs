@@ -117,6 +117,27 @@ fn a_host_with_one_flow_gets_as_much_as_a_host_with_sixteen() {
             "{mode}: host A got {share:.3}"
         );
     }
+    // Downloads, fair between destination hosts: dual-dsthost.
+    let mut sim = Sim::cake("bandwidth 20mbit besteffort dual-dsthost");
+    sim.add(Source::tcp(server(100), host(10), 8000, 20 * MS, false));
+    for f in 0..16 {
+        sim.add(Source::tcp(
+            server(f),
+            host(20),
+            8100 + u16::from(f),
+            20 * MS,
+            false,
+        ));
+    }
+    sim.warmup_until = 5 * S;
+    sim.run_until(25 * S);
+    let a = sim.sources[0].delivered_bytes as f64;
+    let total: f64 = sim.sources.iter().map(|s| s.delivered_bytes as f64).sum();
+    assert!(
+        (0.45..=0.55).contains(&(a / total)),
+        "dual-dsthost: host A got {:.3}",
+        a / total
+    );
     // Per-flow fairness alone gives host A about 1/17.
     let mut sim = Sim::cake("bandwidth 20mbit besteffort flows");
     sim.add(Source::tcp(host(10), server(100), 8000, 20 * MS, false));

@@ -7,11 +7,15 @@
 
 use crate::config::{Settings, HANDOFF_RING_FRAMES};
 use crate::live::{worker_seed, LiveShaping};
-use crate::subscribers::{owner_worker, Subscriber, SubscriberSet};
+use crate::nodes::{NodeBalancer, BALANCE_INTERVAL};
+use crate::subscribers::{owner_worker, Node, Subscriber, SubscriberSet};
 use sheetcake_dataplane::dpdk::{
     mbuf_ring, tsc_hz, DpdkError, Eal, Mempool, MempoolConfig, Port, PortConfig, PortStats, RSS_IP,
 };
-use sheetcake_dataplane::shaping::{ControlChannel, LocalSubscriber, Owner, SubscriberTables};
+use sheetcake_dataplane::shaping::{
+    instance_gauges, ControlChannel, Direction, InstanceGauges, LocalSubscriber, Owner,
+    SubscriberTables,
+};
 use sheetcake_dataplane::worker::{
     DropReason, Handoff, PairQueues, PortQueues, PublishedCounters, ShapingSetup, Worker,
     WorkerCounters,
@@ -88,6 +92,7 @@ struct ShapingPlan {
     tables: SubscriberTables,
     locals: Vec<Vec<LocalSubscriber>>,
     placed: Vec<(Subscriber, Owner)>,
+    nodes: Vec<Node>,
 }
 
 /// Splits the subscribers over `workers`.
@@ -126,6 +131,7 @@ fn plan_shaping(
         },
         locals,
         placed,
+        nodes: set.nodes,
     })
 }
 
@@ -184,7 +190,10 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
     let channels: Vec<Arc<ControlChannel>> = (0..workers)
         .map(|_| ControlChannel::new(COMMAND_QUEUE))
         .collect();
-    let (shaping, mut live) = match subscribers {
+    let gauges: Vec<InstanceGauges> = (0..workers)
+        .map(|_| instance_gauges(settings.shaping.subscribers_per_worker as usize))
+        .collect();
+    let (shaping, mut live, mut balancer) = match subscribers {
         Some(set) => {
             let count = set.subscribers.len();
             let plan = plan_shaping(
@@ -196,12 +205,27 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
                 "shaping {count} subscribers over {workers} worker(s): {:?} each",
                 plan.locals.iter().map(Vec::len).collect::<Vec<_>>()
             );
+            let balancer = NodeBalancer::new(
+                &plan.nodes,
+                plan.placed.iter().map(|(s, owner)| (s, *owner)),
+                gauges.clone(),
+                channels.clone(),
+            );
+            if !balancer.is_idle() {
+                println!(
+                    "{} parent node(s): busy subscribers share each node's capacity, \
+                     re-balanced every {} ms",
+                    plan.nodes.len(),
+                    BALANCE_INTERVAL.as_millis()
+                );
+            }
             // The embedded demo has no file to reload.
             let live = settings.shaping.subscribers.clone().map(|path| {
                 LiveShaping::new(
                     path,
                     settings.shaping.defaults.clone(),
                     plan.placed,
+                    plan.nodes,
                     settings.shaping.subscribers_per_worker,
                     channels.clone(),
                 )
@@ -210,18 +234,20 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
                 tables: Arc::new(plan.tables),
                 locals: plan.locals,
                 channels: channels.clone(),
+                gauges,
             };
-            (Some(shaping), live)
+            (Some(shaping), live, Some(balancer))
         }
         None => {
             println!("no subscriber file: bridging without shaping");
-            (None, None)
+            (None, None, None)
         }
     };
     let control = Control {
         stop: &stop,
         reload: &reload,
         live: live.as_mut(),
+        balancer: balancer.as_mut(),
     };
     let finals = run_workers(settings, eal, hz, &ports, &published, control, shaping)?;
 
@@ -298,6 +324,7 @@ fn run_workers(
             tables,
             locals,
             channels,
+            gauges,
         }) => {
             let mut to: Vec<Vec<Option<_>>> = (0..workers)
                 .map(|_| (0..workers).map(|_| None).collect())
@@ -330,6 +357,7 @@ fn run_workers(
                             seed: worker_seed(w),
                             capacity: settings.shaping.subscribers_per_worker as usize,
                             channel: Arc::clone(&channels[w]),
+                            gauges: Arc::clone(&gauges[w]),
                         },
                         Handoff { to, from },
                     ))
@@ -429,6 +457,7 @@ struct WorkerShaping {
     tables: Arc<SubscriberTables>,
     locals: Vec<Vec<LocalSubscriber>>,
     channels: Vec<Arc<ControlChannel>>,
+    gauges: Vec<InstanceGauges>,
 }
 
 /// What the control loop watches besides the workers.
@@ -439,6 +468,8 @@ struct Control<'a> {
     reload: &'a AtomicBool,
     /// The live shaping state, when there is a subscriber file.
     live: Option<&'a mut LiveShaping>,
+    /// The parent nodes' balancer, when shaping.
+    balancer: Option<&'a mut NodeBalancer>,
 }
 
 /// Prints one line per port and per worker every `status_interval_seconds`, reloads the
@@ -456,20 +487,35 @@ fn status_loop(
     let mut last_ports: Vec<PortStats> = vec![PortStats::default(); ports.len() * 2];
     let mut last_workers: Vec<WorkerCounters> = vec![WorkerCounters::default(); published.len()];
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(CONTROL_TICK);
+        // Nodes are re-shared every BALANCE_INTERVAL; without them the loop only has signals
+        // and status to watch.
+        let nodes_active = control.balancer.as_deref().is_some_and(|b| !b.is_idle());
+        std::thread::sleep(if nodes_active {
+            BALANCE_INTERVAL
+        } else {
+            CONTROL_TICK
+        });
+        if let Some(balancer) = control.balancer.as_deref_mut() {
+            balancer.step(Instant::now());
+        }
         if let Some(live) = control.live.as_deref_mut() {
             live.collect_retired();
             if control.reload.swap(false, Ordering::Relaxed) {
                 match live.reload() {
-                    Ok((s, took)) => println!(
-                        "reload: {} added, {} removed, {} changed, {} unchanged; sent to the \
-                         workers in {:.1} ms",
-                        s.added,
-                        s.removed,
-                        s.changed,
-                        s.unchanged,
-                        took.as_secs_f64() * 1e3
-                    ),
+                    Ok((s, took)) => {
+                        println!(
+                            "reload: {} added, {} removed, {} changed, {} unchanged; sent to \
+                             the workers in {:.1} ms",
+                            s.added,
+                            s.removed,
+                            s.changed,
+                            s.unchanged,
+                            took.as_secs_f64() * 1e3
+                        );
+                        if let Some(balancer) = control.balancer.as_deref_mut() {
+                            balancer.rebuild(live.nodes(), live.placed());
+                        }
+                    }
                     Err(e) => println!("reload refused, nothing changed:\n{e}"),
                 }
             }
@@ -526,6 +572,24 @@ fn status_loop(
                 busy.checked_div(packets).map_or("-".into(), |c| c.to_string()),
             );
             last_workers[w] = now;
+        }
+        if let Some(balancer) = control.balancer.as_deref() {
+            for share in balancer.status() {
+                println!(
+                    "[{t:8.1}s] node {} {:<8} {} of {} arriving, {} of {} members limited, \
+                     each at {:.0}% of its plan",
+                    share.node,
+                    match share.direction {
+                        Direction::Download => "download",
+                        Direction::Upload => "upload",
+                    },
+                    bps(share.arriving as u64, 1.0),
+                    bps(share.capacity, 1.0),
+                    share.limited,
+                    share.members,
+                    100.0 * share.level,
+                );
+            }
         }
     }
 }

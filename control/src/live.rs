@@ -7,7 +7,7 @@
 //! removed subscribers have their queues freed; the address tables are swapped when any
 //! address moved. Unchanged subscribers are not touched at all.
 
-use crate::subscribers::{owner_worker, Defaults, Subscriber, SubscriberSet};
+use crate::subscribers::{owner_worker, Defaults, Node, Subscriber, SubscriberSet};
 use sheetcake_cake::{Cake, InstanceSetup};
 use sheetcake_dataplane::shaping::{Command, ControlChannel, Owner, Retired, SubscriberTables};
 use sheetcake_dataplane::worker::placeholder_config;
@@ -64,6 +64,8 @@ pub struct LiveShaping {
     defaults: Defaults,
     /// Current subscribers by ID, with their owner.
     current: HashMap<String, (Subscriber, Owner)>,
+    /// Parent nodes, as the file last gave them.
+    nodes: Vec<Node>,
     /// Free local slots per worker.
     free: Vec<Vec<u32>>,
     channels: Vec<Arc<ControlChannel>>,
@@ -76,6 +78,7 @@ impl LiveShaping {
         path: PathBuf,
         defaults: Defaults,
         placed: Vec<(Subscriber, Owner)>,
+        nodes: Vec<Node>,
         capacity: u32,
         channels: Vec<Arc<ControlChannel>>,
     ) -> LiveShaping {
@@ -101,9 +104,20 @@ impl LiveShaping {
             path,
             defaults,
             current,
+            nodes,
             free,
             channels,
         }
+    }
+
+    /// The parent nodes in force.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Every subscriber with its owner.
+    pub fn placed(&self) -> impl Iterator<Item = (&Subscriber, Owner)> + '_ {
+        self.current.values().map(|(s, owner)| (s, *owner))
     }
 
     /// Frees what the workers handed back. Called every control tick.
@@ -150,6 +164,9 @@ impl LiveShaping {
                     if old.download != s.download || old.upload != s.upload {
                         summary.changed += 1;
                         upserts.push((owner.worker as usize, owner.local, i));
+                    } else if old.node != s.node {
+                        // Only the node's balancer changes: the instances stay as they are.
+                        summary.changed += 1;
                     } else {
                         summary.unchanged += 1;
                     }
@@ -215,6 +232,7 @@ impl LiveShaping {
             self.current.insert(s.id.clone(), (s, owner));
         }
         self.free = free;
+        self.nodes = set.nodes;
         Ok((summary, started.elapsed()))
     }
 }

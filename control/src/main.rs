@@ -3,6 +3,7 @@
 mod appliance;
 mod config;
 mod live;
+mod nodes;
 mod subscribers;
 
 use clap::Parser;

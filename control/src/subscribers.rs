@@ -10,6 +10,12 @@
 //! upload = "5mbit"
 //! download_options = "diffserv4"      # optional tc-cake words, after the defaults
 //! upload_options = "ack-filter"       # optional
+//! node = "cmts-1/sg-3"                # optional: the parent node it sits behind
+//!
+//! [[node]]
+//! id = "cmts-1/sg-3"
+//! download = "1gbit"                  # the node's capacity, per direction
+//! upload = "200mbit"
 //! ```
 //!
 //! The whole file is validated before anything is used, and every bad record is reported at
@@ -30,6 +36,16 @@ use toml::Spanned;
 struct SubscriberFile {
     #[serde(default)]
     subscriber: Vec<Record>,
+    #[serde(default)]
+    node: Vec<NodeRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeRecord {
+    id: Spanned<String>,
+    download: Spanned<String>,
+    upload: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,6 +57,7 @@ struct Record {
     upload: Spanned<String>,
     download_options: Option<Spanned<String>>,
     upload_options: Option<Spanned<String>>,
+    node: Option<Spanned<String>>,
 }
 
 /// A validated subscriber.
@@ -54,6 +71,20 @@ pub struct Subscriber {
     pub download: CakeConfig,
     /// CAKE for uploads (access to core).
     pub upload: CakeConfig,
+    /// The ID of the parent node it sits behind, if any.
+    pub node: Option<String>,
+}
+
+/// A parent node: a head-end, a service group, an access point, with its own capacity that
+/// the busy subscribers behind it share (see `nodes.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The operator's ID.
+    pub id: String,
+    /// Capacity toward the subscribers (core to access), bytes per second.
+    pub download: u64,
+    /// Capacity from the subscribers (access to core), bytes per second.
+    pub upload: u64,
 }
 
 /// Default CAKE words per direction, from the configuration's `[shaping]` section.
@@ -72,6 +103,8 @@ pub struct SubscriberSet {
     pub subscribers: Vec<Subscriber>,
     /// Address to slot.
     pub addresses: AddressTable,
+    /// Parent nodes, in file order.
+    pub nodes: Vec<Node>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -120,6 +153,48 @@ impl SubscriberSet {
                 message,
             });
         };
+        let not_a_rate = |text: &str| {
+            format!(
+                "{text:?} is not a rate; expected a number with a unit, like 20mbit, 500kbit or \
+                 1gbit"
+            )
+        };
+        let mut nodes = Vec::with_capacity(parsed.node.len());
+        let mut node_ids: HashMap<String, usize> = HashMap::new();
+        for (i, r) in parsed.node.iter().enumerate() {
+            let id = r.id.get_ref().trim().to_owned();
+            let key = |field: &str| format!("node[{i}] ({id}).{field}");
+            if id.is_empty() {
+                error(
+                    r.id.span(),
+                    format!("node[{i}].id"),
+                    "expected a non-empty ID".into(),
+                );
+            } else if let Some(first) = node_ids.insert(id.clone(), i) {
+                error(
+                    r.id.span(),
+                    key("id"),
+                    format!("the ID is already used by node[{first}]; IDs must be unique"),
+                );
+            }
+            let mut capacity =
+                |rate: &Spanned<String>, name: &str| match parse_rate(rate.get_ref().trim()) {
+                    Some(b) if b > 0 => Some(b),
+                    _ => {
+                        error(rate.span(), key(name), not_a_rate(rate.get_ref()));
+                        None
+                    }
+                };
+            let download = capacity(&r.download, "download");
+            let upload = capacity(&r.upload, "upload");
+            if let (Some(download), Some(upload)) = (download, upload) {
+                nodes.push(Node {
+                    id,
+                    download,
+                    upload,
+                });
+            }
+        }
         let mut subscribers = Vec::with_capacity(parsed.subscriber.len());
         let mut seen: HashMap<String, usize> = HashMap::new();
         // (prefix, subscriber index, span, key) for the overlap check.
@@ -165,15 +240,7 @@ impl SubscriberSet {
                 let bandwidth = match parse_rate(rate.get_ref().trim()) {
                     Some(b) => b,
                     None => {
-                        error(
-                            rate.span(),
-                            key(name),
-                            format!(
-                                "{:?} is not a rate; expected a number with a unit, like 20mbit, \
-                                 500kbit or 1gbit",
-                                rate.get_ref()
-                            ),
-                        );
+                        error(rate.span(), key(name), not_a_rate(rate.get_ref()));
                         return None;
                     }
                 };
@@ -194,12 +261,34 @@ impl SubscriberSet {
                 "download",
             );
             let upload = direction(&r.upload, &r.upload_options, &defaults.upload, "upload");
+            let node = r.node.as_ref().map(|n| n.get_ref().trim().to_owned());
+            if let (Some(name), Some(span)) = (&node, r.node.as_ref().map(Spanned::span)) {
+                if !node_ids.contains_key(name) {
+                    error(
+                        span,
+                        key("node"),
+                        format!(
+                            "no [[node]] has the ID {name:?}; expected one of the nodes of this \
+                             file ({})",
+                            if node_ids.is_empty() {
+                                "it has none".to_owned()
+                            } else {
+                                let mut ids: Vec<&str> =
+                                    node_ids.keys().map(String::as_str).collect();
+                                ids.sort_unstable();
+                                ids.join(", ")
+                            }
+                        ),
+                    );
+                }
+            }
             if let (Some(download), Some(upload)) = (download, upload) {
                 subscribers.push(Subscriber {
                     id,
                     prefixes,
                     download,
                     upload,
+                    node,
                 });
             }
         }
@@ -240,6 +329,7 @@ impl SubscriberSet {
         Ok(SubscriberSet {
             subscribers,
             addresses,
+            nodes,
         })
     }
 }
@@ -345,6 +435,51 @@ upload_options = "diffserv5"
         assert!(
             text.contains("100.64.0.7/32 overlaps an address of subscriber[1]"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn subscribers_name_the_node_they_sit_behind() {
+        let text =
+            format!("{GOOD}\n[[node]]\nid = \"sg-1\"\ndownload = \"30mbit\"\nupload = \"1gbit\"\n")
+                .replace("upload = \"5mbit\"", "upload = \"5mbit\"\nnode = \"sg-1\"");
+        let set = SubscriberSet::parse(&text, "subs.toml", &defaults()).unwrap();
+        assert_eq!(
+            set.nodes,
+            [Node {
+                id: "sg-1".into(),
+                download: 30_000_000 / 8,
+                upload: 1_000_000_000 / 8,
+            }]
+        );
+        assert_eq!(set.subscribers[0].node.as_deref(), Some("sg-1"));
+        assert_eq!(set.subscribers[1].node, None);
+    }
+
+    #[test]
+    fn bad_nodes_and_unknown_node_names_are_reported() {
+        let text = format!(
+            "{GOOD}\n[[node]]\nid = \"sg-1\"\ndownload = \"lots\"\nupload = \"0mbit\"\n\n[[node]]\nid = \"sg-1\"\ndownload = \"1mbit\"\nupload = \"1mbit\"\n"
+        )
+        .replace("upload = \"5mbit\"", "upload = \"5mbit\"\nnode = \"sg-9\"");
+        let err = SubscriberSet::parse(&text, "subs.toml", &defaults())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("subs.toml:7: subscriber[0] (alice).node: no [[node]] has the ID \"sg-9\"; expected one of the nodes of this file (sg-1)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("subs.toml:18: node[0] (sg-1).download: \"lots\" is not a rate"),
+            "{err}"
+        );
+        assert!(
+            err.contains("subs.toml:19: node[0] (sg-1).upload: \"0mbit\" is not a rate"),
+            "{err}"
+        );
+        assert!(
+            err.contains("subs.toml:22: node[1] (sg-1).id: the ID is already used by node[0]"),
+            "{err}"
         );
     }
 

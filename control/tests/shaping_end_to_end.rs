@@ -528,3 +528,85 @@ fn a_reload_adds_and_removes_subscribers_live() {
     assert_clean_shutdown(status, &output);
     assert!(output.contains("missing field `addresses`"), "{output}");
 }
+
+#[test]
+fn two_plans_of_20_behind_a_30_mbit_node_get_15_each_when_both_are_busy_and_20_alone() {
+    let _serial = serial();
+    let dir = scratch("shaping_node");
+    let net = Host::new("scnn", "10.85.0.1/24");
+    let hub = Hub::new("scn", &["10.85.0.2/24", "10.85.0.3/24"]);
+    let subs = dir.join("subscribers.toml");
+    std::fs::write(
+        &subs,
+        r#"
+[[node]]
+id = "sg-1"
+download = "30mbit"
+upload = "30mbit"
+
+[[subscriber]]
+id = "first"
+addresses = ["10.85.0.2"]
+download = "20mbit"
+upload = "5mbit"
+node = "sg-1"
+
+[[subscriber]]
+id = "second"
+addresses = ["10.85.0.3"]
+download = "20mbit"
+upload = "5mbit"
+node = "sg-1"
+"#,
+    )
+    .unwrap();
+    let app = Appliance::start(
+        &dir,
+        &config_with(
+            "shaping-node",
+            &net.vdev(0),
+            &hub.vdev(1),
+            Some(&subs.display().to_string()),
+        ),
+    );
+    let rate = |out: std::process::Output| {
+        json_number(
+            &String::from_utf8_lossy(&out.stdout),
+            "sum_received",
+            "bits_per_second",
+        )
+    };
+    // Alone: the node has room for the whole plan.
+    let (mut s, alone) = background_download(&hub.hosts[0], &net, 5501, 5);
+    let alone = rate(alone.wait_with_output().expect("first, alone"));
+    let _ = s.wait();
+    // Both busy: 20 λ + 20 λ = 30 Mbit/s of frames, so λ = 0.75 and 15 Mbit/s each.
+    let (mut s1, first) = background_download(&hub.hosts[0], &net, 5502, 8);
+    let (mut s2, second) = background_download(&hub.hosts[1], &net, 5503, 8);
+    let first = rate(first.wait_with_output().expect("first download"));
+    let second = rate(second.wait_with_output().expect("second download"));
+    let _ = s1.wait();
+    let _ = s2.wait();
+    eprintln!(
+        "alone {:.2} Mbit/s of 20; together {:.2} and {:.2} Mbit/s behind 30",
+        alone / 1e6,
+        first / 1e6,
+        second / 1e6
+    );
+    // TCP carries at most 95.5 % of the frame rate in 1514-byte frames; the first and last
+    // moments of the transfers (one starting a little after the other) cost a few percent.
+    assert!((0.9..=1.0).contains(&(alone / 20e6)), "alone: {alone}");
+    for got in [first, second] {
+        assert!((0.85..=1.0).contains(&(got / 15e6)), "together: {got}");
+    }
+    assert!(
+        first + second <= 30e6,
+        "the node was overfilled: {first} + {second}"
+    );
+    let (status, output) = app.stop();
+    assert_clean_shutdown(status, &output);
+    assert!(
+        output.contains("node sg-1 download") && output.contains("2 of 2 members limited"),
+        "{output}"
+    );
+}

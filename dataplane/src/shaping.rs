@@ -7,6 +7,7 @@
 use crate::classify::{AddressTable, SubscriberSlot};
 use crossbeam_queue::ArrayQueue;
 use sheetcake_cake::{Cake, CakeConfig};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Which way a frame travels through the box.
@@ -85,6 +86,16 @@ pub enum Command {
         /// Its instances, built with the new configuration (ids `2 * local` and `+ 1`).
         instances: Box<[Cake; 2]>,
     },
+    /// Change the rate of one instance in place (`2 * local` download, `+ 1` upload), keeping
+    /// its queues, flows and every other option: how the control thread shares a parent
+    /// node's capacity. Ignored for a slot that holds no subscriber. Needs no memory, so
+    /// nothing comes back.
+    SetRate {
+        /// The instance.
+        instance: u32,
+        /// The new rate, bytes per second (`None`: unlimited).
+        bandwidth: Option<u64>,
+    },
     /// Remove subscriber `local`: its queued frames are freed and counted, its instances
     /// replaced by the idle placeholders given.
     Remove {
@@ -120,6 +131,50 @@ impl ControlChannel {
             retired: ArrayQueue::new(capacity),
         })
     }
+}
+
+/// What the control thread can see of one instance while the worker runs it: the bytes that
+/// arrived for it (offered load, dropped frames included) and the bytes it holds queued. The
+/// owner worker is the only writer and stores its own values (a plain store on x86), so the
+/// packet path pays no atomic read-modify-write and never waits for a reader.
+#[derive(Debug, Default)]
+pub struct InstanceGauge {
+    arrived_bytes: AtomicU64,
+    backlog_bytes: AtomicU64,
+}
+
+impl InstanceGauge {
+    /// Counts `len` more bytes arrived. Owner worker only.
+    #[inline]
+    pub fn arrived(&self, len: u32) {
+        let total = self.arrived_bytes.load(Ordering::Relaxed) + u64::from(len);
+        self.arrived_bytes.store(total, Ordering::Relaxed);
+    }
+
+    /// Records the backlog now. Owner worker only.
+    #[inline]
+    pub fn set_backlog(&self, bytes: u64) {
+        self.backlog_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes arrived since the worker started (monotonic).
+    pub fn arrived_bytes(&self) -> u64 {
+        self.arrived_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes queued at the last update.
+    pub fn backlog_bytes(&self) -> u64 {
+        self.backlog_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// The gauges of every instance slot of one worker, indexed by instance number. Built by the
+/// control thread at start (two per subscriber slot), shared with the worker.
+pub type InstanceGauges = Arc<[InstanceGauge]>;
+
+/// Gauges for `slots` subscriber slots (two instances each).
+pub fn instance_gauges(slots: usize) -> InstanceGauges {
+    (0..2 * slots).map(|_| InstanceGauge::default()).collect()
 }
 
 /// Most commands a worker applies per loop, so a large reload never delays packets by more

@@ -26,8 +26,8 @@ use crate::dpdk::{tsc, Mbuf, MbufBuffer, MbufQueue, RingConsumer, RingProducer, 
 use crate::packet::PacketInfo;
 use crate::sched::TimerWheel;
 use crate::shaping::{
-    Command, ControlChannel, Direction, LocalSubscriber, ReadyQueue, Retired, SubscriberTables,
-    COMMANDS_PER_LOOP,
+    Command, ControlChannel, Direction, InstanceGauges, LocalSubscriber, ReadyQueue, Retired,
+    SubscriberTables, COMMANDS_PER_LOOP,
 };
 use sheetcake_cake::{
     Cake, CakeConfig, Dequeued, DropReason as CakeDrop, FlowPool, InstanceSetup, NetworkKind,
@@ -257,6 +257,8 @@ pub struct ShapingSetup {
     pub queued_budget: u64,
     /// Seed of the flow hashes.
     pub seed: u64,
+    /// Where the worker shows each instance's load to the control thread (two per slot).
+    pub gauges: InstanceGauges,
 }
 
 /// The shaping state of a worker.
@@ -275,6 +277,7 @@ struct Shaper {
     /// between two flushes).
     outbox: Vec<MbufBuffer<TX_PENDING>>,
     queued_budget: u64,
+    gauges: InstanceGauges,
 }
 
 /// Nanoseconds from TSC cycles, in 32.32 fixed point so the loop converts with one multiply.
@@ -359,6 +362,10 @@ impl<'port, 'shared> Worker<'port, 'shared> {
             })
             .collect();
         let instances = cakes.len();
+        assert!(
+            setup.gauges.len() >= instances,
+            "the control thread gives every instance slot a gauge"
+        );
         let outbox = handoff.to.iter().map(|_| MbufBuffer::new()).collect();
         self.shaper = Some(Shaper {
             tables: setup.tables,
@@ -372,6 +379,7 @@ impl<'port, 'shared> Worker<'port, 'shared> {
             handoff,
             outbox,
             queued_budget: setup.queued_budget,
+            gauges: setup.gauges,
         });
         self
     }
@@ -585,6 +593,8 @@ fn subscriber_of(
         _ => return None,
     };
     if let Some(t) = parsed.l4 {
+        // The transport found after any IPv6 extension headers, not the first next-header.
+        meta.protocol = t.protocol;
         meta.l4_offset = t.offset;
         meta.src_port = t.src_port;
         meta.dst_port = t.dst_port;
@@ -619,7 +629,32 @@ impl Shaper {
             };
             let retired = match command {
                 Command::Tables(tables) => {
-                    Retired::Tables(std::mem::replace(&mut self.tables, tables))
+                    Some(Retired::Tables(std::mem::replace(&mut self.tables, tables)))
+                }
+                Command::SetRate {
+                    instance,
+                    bandwidth,
+                } => {
+                    let id = instance as usize;
+                    if id < self.cakes.len() && self.present[id / 2] {
+                        let cake = &mut self.cakes[id];
+                        let config = sheetcake_cake::CakeConfig {
+                            bandwidth,
+                            ..*cake.config()
+                        };
+                        // Same tins: never re-files, never allocates.
+                        cake.set_config(&mut self.pool, config, now, &mut |m, r| {
+                            drop(m);
+                            counters.dropped[DropReason::from_cake(r) as usize] += 1;
+                            counters.queued -= 1;
+                        });
+                        // A higher rate may allow the next frame earlier than the wheel has it.
+                        if cake.backlog_packets() > 0 {
+                            self.wheel.cancel(instance);
+                            self.ready.push(instance);
+                        }
+                    }
+                    None
                 }
                 Command::Upsert {
                     local,
@@ -656,6 +691,7 @@ impl Shaper {
                                 .saturating_sub(u64::from(before));
                             }
                         }
+                        self.gauges[id].set_backlog(current.backlog_bytes());
                         // Serve it at once: a new rate may allow the next frame earlier.
                         if current.backlog_packets() > 0 {
                             self.wheel.cancel(id as u32);
@@ -663,7 +699,7 @@ impl Shaper {
                         }
                     }
                     self.present[local] = true;
-                    Retired::Instances(instances)
+                    Some(Retired::Instances(instances))
                 }
                 Command::Remove {
                     local,
@@ -678,14 +714,15 @@ impl Shaper {
                             counters.queued -= 1;
                         });
                         self.wheel.cancel(id as u32);
+                        self.gauges[id].set_backlog(0);
                         std::mem::swap(&mut self.cakes[id], placeholder);
                     }
                     self.present[local] = false;
-                    Retired::Instances(placeholders)
+                    Some(Retired::Instances(placeholders))
                 }
             };
             // Cannot fail: checked for room above, and only this worker pushes.
-            if let Err(item) = self.channel.retired.push(retired) {
+            if let Some(Err(item)) = retired.map(|r| self.channel.retired.push(r)) {
                 std::mem::forget(item);
             }
         }
@@ -694,6 +731,9 @@ impl Shaper {
     /// Queues a frame in its instance (this worker owns it).
     #[inline]
     fn enqueue(&mut self, m: Mbuf, counters: &mut WorkerCounters, now: u64) {
+        let id = m.info().instance;
+        let gauge = &self.gauges[id as usize];
+        gauge.arrived(m.pkt_len());
         if counters.queued >= self.queued_budget {
             // The worker's share of the pool is used up: refusing here keeps RX refilling for
             // every other subscriber. (Dropping from the fattest instance instead is planned.)
@@ -701,7 +741,6 @@ impl Shaper {
             counters.dropped[DropReason::Budget as usize] += 1;
             return;
         }
-        let id = m.info().instance;
         let meta = m.info().meta;
         let cake = &mut self.cakes[id as usize];
         let before = cake.backlog_packets();
@@ -710,6 +749,7 @@ impl Shaper {
             counters.dropped[DropReason::from_cake(r) as usize] += 1;
         });
         let after = cake.backlog_packets();
+        gauge.set_backlog(cake.backlog_bytes());
         counters.queued = counters.queued + u64::from(after) - u64::from(before);
         if before == 0 && after > 0 {
             self.ready.push(id);
@@ -803,6 +843,7 @@ impl Shaper {
                     }
                 }
             }
+            self.gauges[id as usize].set_backlog(cake.backlog_bytes());
             if still_ready {
                 self.ready.push(id);
             }

@@ -29,6 +29,9 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // The ring PMD's constructor (`rte_eth_from_rings`, for ports whose other ends the tests and
+    // the benchmark's generator hold) is a driver API: pkg-config lists only the libraries.
+    println!("cargo:rustc-link-lib=rte_net_ring");
     let version = dpdk.version.clone();
     println!("cargo:rustc-env=DPDK_VERSION={version}");
 

@@ -12,6 +12,7 @@
 #include <rte_mbuf_dyn.h>
 #include <rte_ring.h>
 #include <rte_ethdev.h>
+#include <rte_eth_ring.h>
 #include <rte_bus_vdev.h>
 #include <rte_dev.h>
 #include <rte_sched.h>

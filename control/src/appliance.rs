@@ -560,13 +560,14 @@ fn status_loop(
             let busy = now.busy_cycles - prev.busy_cycles;
             let packets = now.rx_packets - prev.rx_packets;
             println!(
-                "[{t:8.1}s] worker {w} core {:<3} rx {:>12} tx {:>12} shaped {:>12} unshaped {:>12} queued {:>6} dropped {:>8}  busy {:5.1}%  {} cycles/packet",
+                "[{t:8.1}s] worker {w} core {:<3} rx {:>12} tx {:>12} shaped {:>12} unshaped {:>12} queued {:>6} flows {:>6} dropped {:>8}  busy {:5.1}%  {} cycles/packet",
                 settings.worker_cores[w],
                 now.rx_packets,
                 now.tx_packets,
                 now.shaped_packets,
                 now.unshaped_packets,
                 now.queued,
+                now.flows_in_use,
                 now.dropped_total(),
                 100.0 * busy as f64 / cycles as f64,
                 busy.checked_div(packets).map_or("-".into(), |c| c.to_string()),

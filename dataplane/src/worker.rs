@@ -24,6 +24,7 @@
 
 use crate::dpdk::{tsc, Mbuf, MbufBuffer, MbufQueue, RingConsumer, RingProducer, RxQueue, TxQueue};
 use crate::packet::PacketInfo;
+use crate::pressure::FattestInstance;
 use crate::sched::TimerWheel;
 use crate::shaping::{
     Command, ControlChannel, Direction, InstanceGauges, LocalSubscriber, ReadyQueue, Retired,
@@ -52,6 +53,13 @@ pub const PUBLISH_INTERVAL_US: u64 = 1_000;
 /// turn: keeps one busy subscriber from delaying the others' due packets by more than a burst.
 pub const SERVICE_QUANTUM: usize = 8;
 
+/// How long an instance stays empty before it gives back the flow state it still holds, in
+/// nanoseconds. Dequeue keeps the flows of an instance that just emptied, since most instances
+/// empty between bursts and would otherwise place every flow anew; an instance quiet for a
+/// second, longer than any round trip it shapes, is idle, and its flows go back to the
+/// worker's pool for the subscribers that are busy.
+pub const REST_AFTER_NS: u64 = 1_000_000_000;
+
 /// Why a worker dropped a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
@@ -66,7 +74,8 @@ pub enum DropReason {
     AckFilter = 3,
     /// The owner worker's handoff ring was full.
     HandoffFull = 4,
-    /// The worker's budget of queued buffers was used up.
+    /// The worker's budget of queued buffers was used up: the head of the fattest flow of the
+    /// fattest instance made room for a new frame.
     Budget = 5,
     /// Still queued in CAKE when the worker stopped.
     Flushed = 6,
@@ -136,6 +145,9 @@ pub struct WorkerCounters {
     pub dropped: [u64; DROP_REASONS],
     /// Frames queued in this worker's CAKE instances now.
     pub queued: u64,
+    /// Flow entries of the worker's pool in use now (held by active and recently active
+    /// instances; an instance idle for [`REST_AFTER_NS`] gives its back).
+    pub flows_in_use: u64,
     /// Loop iterations.
     pub iterations: u64,
     /// TSC cycles spent in iterations that moved at least one frame.
@@ -156,13 +168,16 @@ impl WorkerCounters {
     }
 }
 
+/// Counters published before the drop reasons.
+const PLAIN_COUNTERS: usize = 11;
+
 /// Where a worker publishes its counters for the control thread: one writer, any number of
 /// readers, no locks. Each field is updated with a relaxed store of the worker's own value, so
 /// a reader may see fields from two neighbouring publications, never a torn number.
 #[derive(Debug, Default)]
 #[repr(align(64))]
 pub struct PublishedCounters {
-    fields: [AtomicU64; 10 + DROP_REASONS],
+    fields: [AtomicU64; PLAIN_COUNTERS + DROP_REASONS],
 }
 
 impl PublishedCounters {
@@ -175,6 +190,7 @@ impl PublishedCounters {
             c.handed_off,
             c.taken_over,
             c.queued,
+            c.flows_in_use,
             c.iterations,
             c.busy_cycles,
             c.total_cycles,
@@ -196,7 +212,7 @@ impl PublishedCounters {
             .map(|f| f.load(Ordering::Relaxed))
             .collect();
         let mut dropped = [0; DROP_REASONS];
-        dropped.copy_from_slice(&v[10..]);
+        dropped.copy_from_slice(&v[PLAIN_COUNTERS..]);
         WorkerCounters {
             rx_packets: v[0],
             tx_packets: v[1],
@@ -205,9 +221,10 @@ impl PublishedCounters {
             handed_off: v[4],
             taken_over: v[5],
             queued: v[6],
-            iterations: v[7],
-            busy_cycles: v[8],
-            total_cycles: v[9],
+            flows_in_use: v[7],
+            iterations: v[8],
+            busy_cycles: v[9],
+            total_cycles: v[10],
             dropped,
         }
     }
@@ -272,6 +289,12 @@ struct Shaper {
     pool: FlowPool<Mbuf>,
     wheel: TimerWheel,
     ready: ReadyQueue,
+    /// Instances that emptied, until they have rested [`REST_AFTER_NS`].
+    resting: TimerWheel,
+    /// Instances whose rest just ended (scratch, preallocated).
+    rested: Vec<u32>,
+    /// Instances by frames held, for the budget's victim.
+    fattest: FattestInstance,
     handoff: Handoff,
     /// Frames waiting to be handed to each other worker (room for one burst from every port
     /// between two flushes).
@@ -376,6 +399,9 @@ impl<'port, 'shared> Worker<'port, 'shared> {
             pool: FlowPool::new(setup.flows),
             wheel: TimerWheel::new(instances, now),
             ready: ReadyQueue::new(instances),
+            resting: TimerWheel::new(instances, now),
+            rested: Vec::with_capacity(instances),
+            fattest: FattestInstance::new(instances),
             handoff,
             outbox,
             queued_budget: setup.queued_budget,
@@ -403,6 +429,9 @@ impl<'port, 'shared> Worker<'port, 'shared> {
             iteration_start = cycles;
             if cycles >= next_publish {
                 self.counters.total_cycles = cycles_before + (cycles - started);
+                if let Some(shaper) = &self.shaper {
+                    self.counters.flows_in_use = shaper.pool.in_use() as u64;
+                }
                 self.published.publish(&self.counters);
                 next_publish = cycles + self.publish_every_cycles;
             }
@@ -436,6 +465,7 @@ impl<'port, 'shared> Worker<'port, 'shared> {
                 });
             }
             self.counters.queued = 0;
+            self.counters.flows_in_use = pool.in_use() as u64;
         }
     }
 
@@ -499,6 +529,7 @@ impl<'port, 'shared> Worker<'port, 'shared> {
             if let Some(shaper) = &mut self.shaper {
                 moved += shaper.exchange(&mut self.counters, now);
                 moved += shaper.serve(&mut self.pending, &mut self.counters, now);
+                shaper.release_rested(now);
             }
             for port in 0..self.ports.len() {
                 moved += self.transmit(port);
@@ -648,6 +679,7 @@ impl Shaper {
                             counters.dropped[DropReason::from_cake(r) as usize] += 1;
                             counters.queued -= 1;
                         });
+                        self.fattest.set(instance, cake.backlog_packets());
                         // A higher rate may allow the next frame earlier than the wheel has it.
                         if cake.backlog_packets() > 0 {
                             self.wheel.cancel(instance);
@@ -692,6 +724,7 @@ impl Shaper {
                             }
                         }
                         self.gauges[id].set_backlog(current.backlog_bytes());
+                        self.fattest.set(id as u32, current.backlog_packets());
                         // Serve it at once: a new rate may allow the next frame earlier.
                         if current.backlog_packets() > 0 {
                             self.wheel.cancel(id as u32);
@@ -715,6 +748,8 @@ impl Shaper {
                         });
                         self.wheel.cancel(id as u32);
                         self.gauges[id].set_backlog(0);
+                        self.fattest.set(id as u32, 0);
+                        self.resting.cancel(id as u32);
                         std::mem::swap(&mut self.cakes[id], placeholder);
                     }
                     self.present[local] = false;
@@ -735,11 +770,24 @@ impl Shaper {
         let gauge = &self.gauges[id as usize];
         gauge.arrived(m.pkt_len());
         if counters.queued >= self.queued_budget {
-            // The worker's share of the pool is used up: refusing here keeps RX refilling for
-            // every other subscriber. (Dropping from the fattest instance instead is planned.)
-            drop(m);
-            counters.dropped[DropReason::Budget as usize] += 1;
-            return;
+            // The worker's share of the pool is used up. Room comes from the subscriber holding
+            // the most, so every other subscriber keeps receiving and RX keeps refilling.
+            if let Some(victim) = self.fattest.fattest() {
+                let cake = &mut self.cakes[victim as usize];
+                cake.drop_from_fattest(&mut self.pool, now, &mut |m, _| {
+                    drop(m);
+                    counters.dropped[DropReason::Budget as usize] += 1;
+                    counters.queued -= 1;
+                });
+                self.fattest.set(victim, cake.backlog_packets());
+                self.gauges[victim as usize].set_backlog(cake.backlog_bytes());
+            }
+            if counters.queued >= self.queued_budget {
+                // Nothing to take from (a budget smaller than one frame per instance).
+                drop(m);
+                counters.dropped[DropReason::Budget as usize] += 1;
+                return;
+            }
         }
         let meta = m.info().meta;
         let cake = &mut self.cakes[id as usize];
@@ -750,10 +798,27 @@ impl Shaper {
         });
         let after = cake.backlog_packets();
         gauge.set_backlog(cake.backlog_bytes());
+        self.fattest.set(id, after);
         counters.queued = counters.queued + u64::from(after) - u64::from(before);
         if before == 0 && after > 0 {
             self.ready.push(id);
         }
+    }
+
+    /// Gives back the flow state of instances that have been empty for [`REST_AFTER_NS`]; those
+    /// still holding congestion state that has not decayed are looked at again later.
+    #[inline]
+    fn release_rested(&mut self, now: u64) {
+        let rested = &mut self.rested;
+        self.resting.advance(now, |id| rested.push(id));
+        for &id in self.rested.iter() {
+            let cake = &mut self.cakes[id as usize];
+            // Busy again since it emptied: it rests when it empties next.
+            if cake.backlog_packets() == 0 && cake.release_rested_flows(&mut self.pool, now) > 0 {
+                self.resting.schedule(id, now + REST_AFTER_NS);
+            }
+        }
+        self.rested.clear();
     }
 
     /// Sends what is bound for other workers. What a full ring refuses is dropped: the owner
@@ -838,12 +903,14 @@ impl Shaper {
                         break;
                     }
                     Dequeued::Empty => {
+                        self.resting.schedule(id, now + REST_AFTER_NS);
                         still_ready = false;
                         break;
                     }
                 }
             }
             self.gauges[id as usize].set_backlog(cake.backlog_bytes());
+            self.fattest.set(id, cake.backlog_packets());
             if still_ready {
                 self.ready.push(id);
             }

@@ -1,7 +1,7 @@
 //! Single-producer, single-consumer rings of mbufs (DPDK `rte_ring`), for handing frames from
-//! one worker to another.
+//! one worker to another, and ports made of rings for the tests and the benchmark's generator.
 
-use super::{DpdkError, Eal, MbufBuffer};
+use super::{DpdkError, Eal, MbufBuffer, Mempool, Port, PortConfig};
 use std::ffi::CString;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -145,5 +145,105 @@ impl RingConsumer {
     /// True when no frame waits.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The caller's ends of a [`RingPort`]: what is sent into `inject[q]` arrives on the port's RX
+/// queue `q`; what the port's TX queue `q` sends comes out of `collect[q]`.
+pub struct RingPortEnds {
+    /// One producer per RX queue.
+    pub inject: Vec<RingProducer>,
+    /// One consumer per TX queue.
+    pub collect: Vec<RingConsumer>,
+}
+
+/// A port made of rings (DPDK's ring PMD, `rte_eth_from_rings`): a worker polls it exactly as
+/// it polls a NIC, while a test or a traffic generator holds the other ends of its rings. It
+/// only passes pointers, so it measures the worker, not a driver.
+pub struct RingPort {
+    // Declared first so it is closed first: the PMD stops using the rings before they can go.
+    port: Port,
+    /// The ends the PMD uses (RX consumers, TX producers), held so nobody else can.
+    _pmd_ends: (Vec<RingConsumer>, Vec<RingProducer>),
+}
+
+impl RingPort {
+    /// Creates the ring port `name` with `config.rx_queues` RX and `config.tx_queues` TX
+    /// queues of `frames` frames each, and starts it.
+    pub fn start(
+        eal: &Eal,
+        name: &str,
+        frames: u32,
+        config: &PortConfig,
+        pool: Mempool,
+    ) -> Result<(RingPort, RingPortEnds), DpdkError> {
+        let mut inject = Vec::new();
+        let mut pmd_rx = Vec::new();
+        for q in 0..config.rx_queues {
+            let (producer, consumer) = mbuf_ring(eal, &format!("{name}_r{q}"), frames)?;
+            inject.push(producer);
+            pmd_rx.push(consumer);
+        }
+        let mut collect = Vec::new();
+        let mut pmd_tx = Vec::new();
+        for q in 0..config.tx_queues {
+            let (producer, consumer) = mbuf_ring(eal, &format!("{name}_t{q}"), frames)?;
+            pmd_tx.push(producer);
+            collect.push(consumer);
+        }
+        let rx: Vec<*mut dpdk_sys::rte_ring> = pmd_rx.iter().map(|c| c.ring.raw.as_ptr()).collect();
+        let tx: Vec<*mut dpdk_sys::rte_ring> = pmd_tx.iter().map(|p| p.ring.raw.as_ptr()).collect();
+        let cname = CString::new(name).map_err(|_| DpdkError {
+            context: format!("naming ring port {name:?}"),
+            call: "rte_eth_from_rings",
+            errno: 22,
+        })?;
+        // SAFETY: EAL initialised; the ring pointers are valid and stay valid for as long as
+        // the port exists (the RingPort holds the PMD's ends and closes the port first).
+        let ret = unsafe {
+            dpdk_sys::rte_eth_from_rings(
+                cname.as_ptr(),
+                rx.as_ptr(),
+                rx.len() as u32,
+                tx.as_ptr(),
+                tx.len() as u32,
+                dpdk_sys::rte_socket_id(),
+            )
+        };
+        if ret < 0 {
+            return Err(DpdkError::from_errno(
+                "rte_eth_from_rings",
+                format!("creating ring port {name:?}"),
+            ));
+        }
+        // The PMD names the device after `name` its own way: ask it.
+        let mut device = [0 as std::os::raw::c_char; dpdk_sys::RTE_ETH_NAME_MAX_LEN as usize];
+        // SAFETY: `ret` is the id of the port just created; `device` has the documented size.
+        let named =
+            unsafe { dpdk_sys::rte_eth_dev_get_name_by_port(ret as u16, device.as_mut_ptr()) };
+        if named != 0 {
+            return Err(DpdkError::from_ret(
+                "rte_eth_dev_get_name_by_port",
+                named,
+                format!("naming ring port {name:?}"),
+            ));
+        }
+        // SAFETY: DPDK wrote a NUL-terminated name into `device`.
+        let device = unsafe { std::ffi::CStr::from_ptr(device.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        let port = Port::start(eal, &device, config, pool)?;
+        Ok((
+            RingPort {
+                port,
+                _pmd_ends: (pmd_rx, pmd_tx),
+            },
+            RingPortEnds { inject, collect },
+        ))
+    }
+
+    /// The port, for its queues and statistics.
+    pub fn port(&self) -> &Port {
+        &self.port
     }
 }

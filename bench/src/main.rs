@@ -4,12 +4,17 @@
 //! as ratios even on a noisy machine:
 //! - `bridge`: sheetcake's worker forwarding between two `net_null` ports (shaping off): our
 //!   forwarding limit;
-//! - `testpmd_io`: DPDK's own `dpdk-testpmd` in io-forward mode on the same devices.
+//! - `testpmd_io`: DPDK's own `dpdk-testpmd` in io-forward mode on the same devices;
+//! - `bridge_ring`, `cake_unlimited`, `shaped`: the worker with N subscribers times M flows,
+//!   fed by the benchmark's generator through ring ports (see `shaped.rs`), and the memory
+//!   an idle subscriber costs, measured from the process.
 //!
 //! Results are printed as tables and written to `bench/results/latest.json` (and a dated copy).
 //! `BENCHMARKS.md` explains the method.
 
+mod generator;
 mod machine;
+mod shaped;
 
 use clap::Parser;
 use serde::Serialize;
@@ -24,6 +29,14 @@ use std::time::{Duration, Instant};
 const NULL_FRAME_BYTES: u64 = 64;
 /// Bridge target: at least this share of testpmd io-forward (issue 2).
 const BRIDGE_VS_TESTPMD_TARGET: f64 = 0.90;
+/// Shaped at 10,000 subscribers: at least this share of the plain bridge's Mpps (issue 4).
+const SHAPED_VS_BRIDGE_TARGET: f64 = 0.25;
+/// Shaped at 1,000,000 subscribers: at least this share of the 1,000-subscriber figure.
+const SHAPED_SCALE_TARGET: f64 = 0.80;
+/// An idle subscriber, both directions: at most this many bytes (issue 6).
+const IDLE_SUBSCRIBER_BYTES_TARGET: f64 = 4096.0;
+/// A million idle subscribers: at most this many GiB (issue 4).
+const MILLION_IDLE_GIB_TARGET: f64 = 4.0;
 
 /// testpmd-style benchmark for sheetcake.
 #[derive(Debug, Parser)]
@@ -47,6 +60,27 @@ struct Args {
     /// The dpdk-testpmd binary for the reference case.
     #[arg(long, default_value = "dpdk-testpmd")]
     testpmd: String,
+    /// Subscriber counts of the shaping sweep (one flow each).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000,10000,100000,1000000"
+    )]
+    subscribers: Vec<u32>,
+    /// Flows per subscriber of the flow sweep, at 10,000 subscribers (1 is part of the
+    /// subscriber sweep).
+    #[arg(long, value_delimiter = ',', default_value = "8,64")]
+    flows: Vec<u32>,
+    /// Seconds each shaping case is measured (after a second of warm-up).
+    #[arg(long, default_value_t = 3.0)]
+    shaping_seconds: f64,
+    /// Subscribers whose idle memory is measured.
+    #[arg(long, default_value_t = 1_000_000)]
+    idle_subscribers: u32,
+    /// Runs the shaping cases only (no bridge or testpmd reference, so no ratio to them):
+    /// for profiling one case with `perf record -C <worker core>`.
+    #[arg(long)]
+    shaping_only: bool,
 }
 
 /// One measured case, in the stable results format.
@@ -61,6 +95,12 @@ struct CaseResult {
     gbps: f64,
     cycles_per_packet: Option<f64>,
     seconds: f64,
+    /// Frames sent per second, millions (cases that shape, where it differs from `mpps`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tx_mpps: Option<f64>,
+    /// Frames dropped per second by reason, millions (reasons that happened).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    drops_mpps: std::collections::BTreeMap<&'static str, f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,15 +108,54 @@ struct Results {
     machine: machine::Machine,
     command: String,
     cases: Vec<CaseResult>,
+    memory: Option<Memory>,
     targets: Vec<Target>,
+}
+
+/// Memory measured from the process's resident set.
+#[derive(Debug, Serialize)]
+struct Memory {
+    /// Subscribers built for the measurement (two idle CAKE instances each, their table
+    /// entries, gauges and timer slots).
+    idle_subscribers: u64,
+    idle_bytes_per_subscriber: f64,
+    /// Resident growth over a run with every flow active, per flow.
+    bytes_per_active_flow: Option<f64>,
+    /// The mempool: buffers and the bytes each occupies.
+    mempool_mbufs: u32,
+    mempool_bytes_per_mbuf: u32,
 }
 
 #[derive(Debug, Serialize)]
 struct Target {
-    name: &'static str,
+    name: String,
+    /// "at least" or "at most".
+    bound: &'static str,
     required: f64,
     measured: f64,
     pass: bool,
+}
+
+impl Target {
+    fn at_least(name: impl Into<String>, required: f64, measured: f64) -> Target {
+        Target {
+            name: name.into(),
+            bound: "at least",
+            required,
+            measured,
+            pass: measured >= required,
+        }
+    }
+
+    fn at_most(name: impl Into<String>, required: f64, measured: f64) -> Target {
+        Target {
+            name: name.into(),
+            bound: "at most",
+            required,
+            measured,
+            pass: measured <= required,
+        }
+    }
 }
 
 fn main() {
@@ -95,6 +174,7 @@ fn main() {
     let rounds = if args.quick { 2 } else { args.rounds };
     let bridge_setup = Bridge::start();
     let mut testpmd: Option<CaseResult> = None;
+    let rounds = if args.shaping_only { 0 } else { rounds };
     let bridge = bridge_setup.measure(args.worker_core, seconds, rounds, || {
         if let Some(t) = run_testpmd(&args.testpmd, args.worker_core, seconds) {
             println!("           testpmd_io {:.2} Mpps", t.mpps);
@@ -104,27 +184,30 @@ fn main() {
         }
     });
 
-    let mut cases = vec![bridge.clone()];
-    if let Some(t) = &testpmd {
-        cases.push(t.clone());
+    let mut cases: Vec<CaseResult> = bridge.iter().chain(testpmd.iter()).cloned().collect();
+    if !cases.is_empty() {
+        print_table(&cases);
     }
-    print_table(&cases);
 
     let mut targets = Vec::new();
-    if let Some(t) = &testpmd {
-        let ratio = bridge.mpps / t.mpps;
-        targets.push(Target {
-            name: "bridge Mpps / testpmd_io Mpps (1 worker, net_null, 64 B)",
-            required: BRIDGE_VS_TESTPMD_TARGET,
-            measured: ratio,
-            pass: ratio >= BRIDGE_VS_TESTPMD_TARGET,
-        });
+    if let (Some(b), Some(t)) = (&bridge, &testpmd) {
+        targets.push(Target::at_least(
+            "bridge Mpps / testpmd_io Mpps (1 worker, net_null, 64 B)",
+            BRIDGE_VS_TESTPMD_TARGET,
+            b.mpps / t.mpps,
+        ));
     }
+
+    let shaping = shaping_suite(&args, &bridge_setup, bridge.as_ref());
+    cases.extend(shaping.cases.iter().cloned());
+    targets.extend(shaping.targets);
+
     println!();
     for t in &targets {
         println!(
-            "target {:<60} required {:>5.2}  measured {:>5.2}  {}",
+            "target {:<72} {:>8} {:>9.2}  measured {:>9.2}  {}",
             t.name,
+            t.bound,
             t.required,
             t.measured,
             if t.pass { "PASS" } else { "FAIL" }
@@ -135,11 +218,190 @@ fn main() {
         machine,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         cases,
+        memory: shaping.memory,
         targets,
     };
     match write_results(&args.results, &results) {
         Ok(path) => println!("\nresults written to {}", path.display()),
         Err(e) => eprintln!("\ncannot write results to {}: {e}", args.results.display()),
+    }
+}
+
+/// What the shaping cases measured.
+struct ShapingSuite {
+    cases: Vec<CaseResult>,
+    memory: Option<Memory>,
+    targets: Vec<Target>,
+}
+
+/// The cases on ring ports: the generator feeds the worker; see `shaped.rs`.
+fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>) -> ShapingSuite {
+    let (eal, hz) = (bridge_setup.eal, bridge_setup.hz);
+    let seconds = if args.quick {
+        1.0
+    } else {
+        args.shaping_seconds
+    };
+    let mbufs =
+        (shaped::QUEUED_BUDGET as u32 + 4 * shaped::RING_FRAMES + 8192).next_power_of_two() - 1;
+    let pool = Mempool::new(
+        eal,
+        &MempoolConfig {
+            name: "bench_ring_mbufs".into(),
+            mbufs,
+            cache: 256,
+            data_room: 2176,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (sweep, flow_sweep, idle_subscribers): (Vec<u32>, Vec<u32>, u32) = if args.quick {
+        (vec![1_000, 10_000], vec![8], 100_000)
+    } else {
+        (
+            args.subscribers.clone(),
+            args.flows.clone(),
+            args.idle_subscribers,
+        )
+    };
+    println!();
+    println!(
+        "shaping cases: 64-byte UDP frames from the generator (core 0) through ring ports, worker on core {}, {seconds} s each after 1 s of warm-up",
+        args.worker_core
+    );
+    // First, before any case frees memory the allocator could hand back unseen.
+    println!("  measuring the memory of {idle_subscribers} idle subscribers...");
+    let idle = shaped::idle_memory(eal, hz, pool, idle_subscribers);
+    let per_subscriber = idle as f64 / f64::from(idle_subscribers);
+    let mut count = 0;
+    let mut run = |case: shaped::Case| {
+        count += 1;
+        let m = shaped::run(
+            eal,
+            hz,
+            pool,
+            &format!("b{count}"),
+            case,
+            args.worker_core,
+            seconds,
+        );
+        let drops: Vec<String> = m
+            .result
+            .drops_mpps
+            .iter()
+            .map(|(r, d)| format!("{r} {d:.2}"))
+            .collect();
+        println!(
+            "  {:<15} {:>8} subscribers x {:<3} flows  rx {:>6.2} Mpps  tx {:>6.2} Mpps  {:>6.1} cycles/packet  drops/s (M) [{}]  setup {:.1} s, {:.0} MB",
+            m.result.case,
+            m.result.subscribers,
+            m.result.flows_per_subscriber,
+            m.result.mpps,
+            m.result.tx_mpps.unwrap_or(0.0),
+            m.result.cycles_per_packet.unwrap_or(0.0),
+            drops.join(", "),
+            m.setup_seconds,
+            m.memory_bytes as f64 / 1e6,
+        );
+        m
+    };
+    let mut cases = Vec::new();
+    let mut record = |m: &shaped::Measured| cases.push(m.result.clone());
+    let ring_bridge = run(shaped::Case {
+        subscribers: 1,
+        flows: 1,
+        shaping: shaped::Shaping::Off,
+    });
+    record(&ring_bridge);
+    let mut shaped_mpps = std::collections::BTreeMap::new();
+    // Rates that keep every queue non-empty: a share of what the worker can take in while
+    // shaping, found by a first, calibrating run (its rates a quarter of the unlimited share,
+    // which the worker may or may not keep up with).
+    let rate_for = |mpps: f64, n: u32, share: f64| {
+        ((share * mpps * 1e6 / f64::from(n) * generator::FRAME_BYTES as f64) as u64).max(1)
+    };
+    let mut calibrated = std::collections::BTreeMap::new();
+    for &n in &sweep {
+        let unlimited = run(shaped::Case {
+            subscribers: n,
+            flows: 1,
+            shaping: shaped::Shaping::Unlimited,
+        });
+        record(&unlimited);
+        let calibration = run(shaped::Case {
+            subscribers: n,
+            flows: 1,
+            shaping: shaped::Shaping::Rate(rate_for(unlimited.result.mpps, n, 0.25)),
+        });
+        calibrated.insert(n, calibration.result.mpps);
+        let shaped = run(shaped::Case {
+            subscribers: n,
+            flows: 1,
+            shaping: shaped::Shaping::Rate(rate_for(
+                calibration.result.mpps,
+                n,
+                shaped::SHAPED_SHARE,
+            )),
+        });
+        record(&shaped);
+        shaped_mpps.insert(n, shaped.result.mpps);
+    }
+    for &flows in &flow_sweep {
+        let n = 10_000;
+        let Some(&base) = calibrated.get(&n) else {
+            println!("  (the flow sweep needs 10000 in --subscribers: skipped)");
+            break;
+        };
+        let m = run(shaped::Case {
+            subscribers: n,
+            flows,
+            shaping: shaped::Shaping::Rate(rate_for(base, n, shaped::SHAPED_SHARE)),
+        });
+        record(&m);
+    }
+    let bytes_per_active_flow = Some(shaped::bytes_per_flow());
+
+    let mut targets = Vec::new();
+    if let (Some(&s), Some(bridge)) = (shaped_mpps.get(&10_000), bridge) {
+        targets.push(Target::at_least(
+            "shaped Mpps at 10,000 subscribers / bridge Mpps (1 worker, 64 B)",
+            SHAPED_VS_BRIDGE_TARGET,
+            s / bridge.mpps,
+        ));
+    }
+    if let (Some(&small), Some(&large)) = (shaped_mpps.get(&1_000), shaped_mpps.get(&1_000_000)) {
+        targets.push(Target::at_least(
+            "shaped Mpps at 1,000,000 subscribers / at 1,000",
+            SHAPED_SCALE_TARGET,
+            large / small,
+        ));
+    }
+    println!(
+        "  idle subscribers: {:.2} GiB for {idle_subscribers}, {per_subscriber:.0} bytes each (both directions){}",
+        idle as f64 / f64::from(1u32 << 30),
+        bytes_per_active_flow.map_or(String::new(), |b| format!("; {b:.0} bytes per active flow"))
+    );
+    targets.push(Target::at_most(
+        "idle subscriber, both directions (bytes, measured from the process)",
+        IDLE_SUBSCRIBER_BYTES_TARGET,
+        per_subscriber,
+    ));
+    if idle_subscribers == 1_000_000 {
+        targets.push(Target::at_most(
+            "1,000,000 idle subscribers (GiB)",
+            MILLION_IDLE_GIB_TARGET,
+            idle as f64 / f64::from(1u32 << 30),
+        ));
+    }
+    ShapingSuite {
+        cases,
+        memory: Some(Memory {
+            idle_subscribers: u64::from(idle_subscribers),
+            idle_bytes_per_subscriber: per_subscriber,
+            bytes_per_active_flow,
+            mempool_mbufs: pool.size(),
+            mempool_bytes_per_mbuf: pool.bytes_per_mbuf(),
+        }),
+        targets,
     }
 }
 
@@ -224,14 +486,15 @@ impl Bridge {
     }
 
     /// Forwards for `rounds` windows of `seconds`, calling `between` after each window (with
-    /// the worker stopped, so a reference can use the core). Returns the best window.
+    /// the worker stopped, so a reference can use the core). Returns the best window (none
+    /// without rounds).
     fn measure(
         &self,
         worker_core: usize,
         seconds: f64,
         rounds: usize,
         mut between: impl FnMut(),
-    ) -> CaseResult {
+    ) -> Option<CaseResult> {
         let [a, b] = &self.ports;
         let (mut arx, mut atx) = a.take_queues().expect("fresh port");
         let (mut brx, mut btx) = b.take_queues().expect("fresh port");
@@ -287,6 +550,8 @@ impl Bridge {
                 gbps: mpps * (NULL_FRAME_BYTES * 8) as f64 / 1e3,
                 cycles_per_packet: Some(cycles_per_packet),
                 seconds: elapsed,
+                tx_mpps: None,
+                drops_mpps: Default::default(),
             };
             println!(
                 "  round {}: bridge {:.2} Mpps, {:.1} cycles/packet",
@@ -299,7 +564,7 @@ impl Bridge {
             }
             between();
         }
-        best.expect("at least one round")
+        best
     }
 }
 
@@ -368,5 +633,7 @@ fn run_testpmd(binary: &str, worker_core: usize, seconds: f64) -> Option<CaseRes
         gbps: mpps * (NULL_FRAME_BYTES * 8) as f64 / 1e3,
         cycles_per_packet: None,
         seconds: per_period.len() as f64,
+        tx_mpps: None,
+        drops_mpps: Default::default(),
     })
 }

@@ -80,6 +80,16 @@ impl Mempool {
         unsafe { (*self.raw.as_ptr()).size }
     }
 
+    /// Bytes each mbuf occupies in the pool's memory: the object (mbuf header, private area,
+    /// headroom and data room) with the pool's own header and trailer.
+    pub fn bytes_per_mbuf(&self) -> u32 {
+        // SAFETY: the pool is valid; these sizes are set at creation and never change.
+        unsafe {
+            let mp = self.raw.as_ptr();
+            (*mp).header_size + (*mp).elt_size + (*mp).trailer_size
+        }
+    }
+
     pub(crate) fn as_ptr(&self) -> *mut dpdk_sys::rte_mempool {
         self.raw.as_ptr()
     }

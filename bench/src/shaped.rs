@@ -1,0 +1,334 @@
+//! Shaping cases: sheetcake's worker with N subscribers, fed by the generator through ring
+//! ports, on its own pinned core; the generator runs on the benchmark's core.
+//!
+//! - `cake_unlimited`: every subscriber's CAKE has no rate: every frame is classified, placed
+//!   in its flow, enqueued and dequeued at once. CPU bound.
+//! - `shaped`: every subscriber's rate is [`SHAPED_SHARE`] of its part of what the worker took
+//!   in while shaping in a first, calibrating run, so arrivals exceed every rate and every
+//!   queue stays non-empty: every frame goes through enqueue, COBALT, the shaper and the
+//!   timer wheel, and what exceeds the rates is dropped by the AQM, CAKE's memory limit or
+//!   the worker's budget (the worst case: every subscriber saturated at once). The drops per
+//!   second printed with the case show that the rates bound.
+//! - `bridge_ring`: the same worker and ring ports with no subscriber (forwarding only), to
+//!   show what the generator can feed.
+
+use crate::generator::{subscriber_address, Generator, FRAME_BYTES};
+use crate::CaseResult;
+use sheetcake_cake::CakeConfig;
+use sheetcake_dataplane::classify::{AddressTable, Prefix, SubscriberSlot};
+use sheetcake_dataplane::dpdk::{tsc, Eal, Mempool, PortConfig, RingPort};
+use sheetcake_dataplane::shaping::{
+    instance_gauges, ControlChannel, LocalSubscriber, Owner, SubscriberTables,
+};
+use sheetcake_dataplane::worker::{
+    DropReason, Handoff, PairQueues, PortQueues, PublishedCounters, ShapingSetup, Worker,
+    WorkerCounters,
+};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Frames each ring port's rings hold.
+pub const RING_FRAMES: u32 = 2048;
+/// Frames the worker may hold queued in all its instances.
+pub const QUEUED_BUDGET: u64 = 32_768;
+/// The share of its part of the calibrated shaping throughput each subscriber is shaped to in
+/// the `shaped` case: a fifth more arrives than leaves.
+pub const SHAPED_SHARE: f64 = 0.8;
+
+/// How the subscribers of a case are shaped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shaping {
+    /// No subscribers: the worker bridges.
+    Off,
+    /// Subscribers without a rate.
+    Unlimited,
+    /// Every subscriber at this rate, bytes per second.
+    Rate(u64),
+}
+
+/// One case's setup.
+#[derive(Debug, Clone, Copy)]
+pub struct Case {
+    pub subscribers: u32,
+    pub flows: u32,
+    pub shaping: Shaping,
+}
+
+/// What a case measured beyond the common result.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// With `tx_mpps` and `drops_mpps` filled in.
+    pub result: CaseResult,
+    /// Resident memory the worker's shaping state added, bytes.
+    pub memory_bytes: u64,
+    /// Seconds to build the worker's shaping state.
+    pub setup_seconds: f64,
+}
+
+/// The process's resident memory, bytes.
+pub fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn subscriber_config(shaping: Shaping) -> CakeConfig {
+    CakeConfig {
+        bandwidth: match shaping {
+            Shaping::Rate(r) => Some(r),
+            _ => None,
+        },
+        ..CakeConfig::default()
+    }
+}
+
+/// The address tables and local subscribers for `n` subscribers, all on worker 0.
+fn subscribers(n: u32, shaping: Shaping) -> (SubscriberTables, Vec<LocalSubscriber>) {
+    let mut addresses = AddressTable::new();
+    let mut owners = Vec::with_capacity(n as usize);
+    let mut locals = Vec::with_capacity(n as usize);
+    let config = subscriber_config(shaping);
+    for s in 0..n {
+        let prefix = Prefix::V4(Ipv4Addr::from(subscriber_address(s)), 32);
+        addresses.insert(prefix, SubscriberSlot(s));
+        owners.push(Owner {
+            worker: 0,
+            local: s,
+        });
+        locals.push(LocalSubscriber {
+            id: format!("bench-{s}"),
+            download: config,
+            upload: config,
+        });
+    }
+    (SubscriberTables { addresses, owners }, locals)
+}
+
+/// Runs `case` for a warm-up second and `seconds` measured, the worker on `worker_core`.
+pub fn run(
+    eal: &'static Eal,
+    hz: u64,
+    pool: Mempool,
+    name: &str,
+    case: Case,
+    worker_core: usize,
+    seconds: f64,
+) -> Measured {
+    let config = PortConfig {
+        rx_queues: 1,
+        tx_queues: 1,
+        rx_descriptors: RING_FRAMES as u16,
+        tx_descriptors: RING_FRAMES as u16,
+        mtu: 1500,
+        rss_hash: 0,
+    };
+    let (core, mut core_ends) =
+        RingPort::start(eal, &format!("{name}c"), RING_FRAMES, &config, pool)
+            .unwrap_or_else(|e| panic!("{e}"));
+    let (access, mut access_ends) =
+        RingPort::start(eal, &format!("{name}a"), RING_FRAMES, &config, pool)
+            .unwrap_or_else(|e| panic!("{e}"));
+    let (mut crx, mut ctx) = core.port().take_queues().expect("fresh port");
+    let (mut arx, mut atx) = access.port().take_queues().expect("fresh port");
+    let pairs = vec![PairQueues {
+        ports: [
+            PortQueues {
+                rx: crx.remove(0),
+                tx: ctx.remove(0),
+            },
+            PortQueues {
+                rx: arx.remove(0),
+                tx: atx.remove(0),
+            },
+        ],
+    }];
+    let published = PublishedCounters::default();
+    let memory_before = resident_bytes();
+    let setup_started = Instant::now();
+    let mut worker = Worker::new(pairs, &published, hz);
+    if case.shaping != Shaping::Off {
+        let flow_pool = case.subscribers as usize * case.flows as usize + 4096;
+        worker = worker.with_shaping(
+            setup(case.subscribers, case.shaping, flow_pool),
+            Handoff {
+                to: vec![None],
+                from: Vec::new(),
+            },
+        );
+    }
+    let setup_seconds = setup_started.elapsed().as_secs_f64();
+    let memory_bytes = resident_bytes().saturating_sub(memory_before);
+
+    let mut generator = Generator::new(pool, case.subscribers, case.flows);
+    let stop = AtomicBool::new(false);
+    let (c0, c1, elapsed) = std::thread::scope(|scope| {
+        let runner = scope.spawn(|| {
+            assert!(
+                core_affinity::set_for_current(core_affinity::CoreId { id: worker_core }),
+                "cannot pin the worker to core {worker_core}"
+            );
+            let _lcore = eal.register_thread().unwrap_or_else(|e| panic!("{e}"));
+            worker.run(&stop);
+        });
+        let start = tsc();
+        let window_start = start + hz;
+        let window_end = window_start + (seconds * hz as f64) as u64;
+        let mut c0 = None;
+        let mut t0 = Instant::now();
+        loop {
+            generator.round(&mut core_ends, &mut access_ends);
+            let now = tsc();
+            if c0.is_none() && now >= window_start {
+                c0 = Some(published.read());
+                t0 = Instant::now();
+            }
+            if now >= window_end {
+                break;
+            }
+        }
+        // The worker publishes every millisecond: wait for one after the window.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let c1 = published.read();
+        let elapsed = t0.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        runner.join().expect("worker");
+        (c0.expect("the window started"), c1, elapsed)
+    });
+    drop(worker);
+    drop(core_ends);
+    drop(access_ends);
+    drop(core);
+    drop(access);
+    measured(case, c0, c1, elapsed, memory_bytes, setup_seconds)
+}
+
+fn measured(
+    case: Case,
+    c0: WorkerCounters,
+    c1: WorkerCounters,
+    elapsed: f64,
+    memory_bytes: u64,
+    setup_seconds: f64,
+) -> Measured {
+    let rx = c1.rx_packets - c0.rx_packets;
+    let tx = c1.tx_packets - c0.tx_packets;
+    let mpps = rx as f64 / elapsed / 1e6;
+    let name = match case.shaping {
+        Shaping::Off => "bridge_ring",
+        Shaping::Unlimited => "cake_unlimited",
+        Shaping::Rate(_) => "shaped",
+    };
+    let drops = DropReason::ALL
+        .iter()
+        .map(|&r| {
+            (
+                r.name(),
+                (c1.dropped(r) - c0.dropped(r)) as f64 / elapsed / 1e6,
+            )
+        })
+        .filter(|(_, d)| *d > 0.0)
+        .collect();
+    Measured {
+        result: CaseResult {
+            case: name,
+            subscribers: u64::from(if case.shaping == Shaping::Off {
+                0
+            } else {
+                case.subscribers
+            }),
+            flows_per_subscriber: u64::from(case.flows),
+            packet_size: FRAME_BYTES as u64,
+            workers: 1,
+            mpps,
+            gbps: mpps * (FRAME_BYTES * 8) as f64 / 1e3,
+            cycles_per_packet: Some((c1.busy_cycles - c0.busy_cycles) as f64 / rx.max(1) as f64),
+            seconds: elapsed,
+            tx_mpps: Some(tx as f64 / elapsed / 1e6),
+            drops_mpps: drops,
+        },
+        memory_bytes,
+        setup_seconds,
+    }
+}
+
+/// Resident memory `n` idle subscribers add to a worker: both CAKE instances, address-table
+/// entries, gauges, timer-wheel and ready-queue slots, owners. Run before any other case, so
+/// the allocator has no freed memory to hand back without growing the process.
+pub fn idle_memory(eal: &'static Eal, hz: u64, pool: Mempool, n: u32) -> u64 {
+    let config = PortConfig {
+        rx_queues: 1,
+        tx_queues: 1,
+        rx_descriptors: 64,
+        tx_descriptors: 64,
+        mtu: 1500,
+        rss_hash: 0,
+    };
+    let (core, _core_ends) =
+        RingPort::start(eal, "idlec", 64, &config, pool).unwrap_or_else(|e| panic!("{e}"));
+    let (access, _access_ends) =
+        RingPort::start(eal, "idlea", 64, &config, pool).unwrap_or_else(|e| panic!("{e}"));
+    let (mut crx, mut ctx) = core.port().take_queues().expect("fresh port");
+    let (mut arx, mut atx) = access.port().take_queues().expect("fresh port");
+    let pairs = vec![PairQueues {
+        ports: [
+            PortQueues {
+                rx: crx.remove(0),
+                tx: ctx.remove(0),
+            },
+            PortQueues {
+                rx: arx.remove(0),
+                tx: atx.remove(0),
+            },
+        ],
+    }];
+    let published = PublishedCounters::default();
+    let before = resident_bytes();
+    let worker = Worker::new(pairs, &published, hz).with_shaping(
+        setup(n, Shaping::Unlimited, IDLE_FLOW_POOL),
+        Handoff {
+            to: vec![None],
+            from: Vec::new(),
+        },
+    );
+    let grown = resident_bytes().saturating_sub(before);
+    drop(worker);
+    grown
+}
+
+/// Flow entries of the worker built for the idle measurement: the smallest pool, so the figure
+/// is the subscribers' alone.
+const IDLE_FLOW_POOL: usize = 1;
+
+/// Resident memory of a worker's flow pool, per flow it can hold: preallocated, so an active
+/// flow costs nothing more.
+pub fn bytes_per_flow() -> f64 {
+    const FLOWS: usize = 1 << 20;
+    let before = resident_bytes();
+    let pool = sheetcake_cake::FlowPool::<sheetcake_dataplane::dpdk::Mbuf>::new(FLOWS);
+    let grown = resident_bytes().saturating_sub(before);
+    drop(pool);
+    grown as f64 / FLOWS as f64
+}
+
+/// The shaping setup of `n` subscribers, all on worker 0, with a pool of `flow_pool` flows.
+fn setup(n: u32, shaping: Shaping, flow_pool: usize) -> ShapingSetup {
+    let (tables, locals) = subscribers(n, shaping);
+    let slots = n as usize;
+    ShapingSetup {
+        tables: Arc::new(tables),
+        subscribers: locals,
+        capacity: slots,
+        channel: ControlChannel::new(16),
+        worker: 0,
+        flows: flow_pool,
+        queued_budget: QUEUED_BUDGET,
+        seed: 1,
+        gauges: instance_gauges(slots),
+    }
+}

@@ -10,18 +10,16 @@
 //! refused with the flood) and every buffer comes back.
 
 use sheetcake_cake::{CakeConfig, InstanceSetup};
-use sheetcake_dataplane::classify::{AddressTable, Prefix, SubscriberSlot};
 use sheetcake_dataplane::dpdk::{
-    tsc, tsc_hz, Eal, Mbuf, MbufBuffer, Mempool, MempoolConfig, PortConfig, RingPort,
+    tsc, tsc_hz, Mbuf, MbufBuffer, Mempool, MempoolConfig, PortConfig, RingPort,
 };
-use sheetcake_dataplane::shaping::{
-    instance_gauges, ControlChannel, LocalSubscriber, Owner, SubscriberTables,
-};
-use sheetcake_dataplane::worker::{
-    DropReason, Handoff, PairQueues, PortQueues, PublishedCounters, ShapingSetup, Worker,
-};
+use sheetcake_dataplane::shaping::{instance_gauges, ControlChannel, LocalSubscriber, Owner};
+use sheetcake_dataplane::worker::{DropReason, Handoff, PublishedCounters, ShapingSetup, Worker};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+mod common;
+use common::{eal, frame, tables, worker_pairs};
 
 const FLOODED: [u8; 4] = [10, 99, 0, 1];
 const QUIET: [u8; 4] = [10, 99, 0, 2];
@@ -33,36 +31,6 @@ const PROBE_INTERVAL_NS: u64 = 1_000_000;
 /// Frames the worker may hold queued: less than the flooded subscriber's own CAKE limit (4 MiB
 /// of buffer footprint, about 1,800 of these buffers), so the worker's budget is what binds.
 const QUEUED_BUDGET: u64 = 1024;
-
-/// An Ethernet + IPv4 + UDP frame of `len` bytes to `dst`, with `payload` at the start of the
-/// UDP payload.
-fn frame(dst: [u8; 4], len: usize, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0u8; len];
-    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
-    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    let ip_len = (len - 14) as u16;
-    let ip = &mut f[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&[192, 0, 2, 1]);
-    ip[16..20].copy_from_slice(&dst);
-    let sum = ip
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum::<u32>();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    let udp = &mut f[34..42];
-    udp[0..2].copy_from_slice(&4000u16.to_be_bytes());
-    udp[2..4].copy_from_slice(&5000u16.to_be_bytes());
-    udp[4..6].copy_from_slice(&(ip_len - 20).to_be_bytes());
-    f[42..42 + payload.len()].copy_from_slice(payload);
-    f
-}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -79,19 +47,8 @@ struct Phase {
 
 #[test]
 fn a_10_gbit_flood_at_one_subscriber_costs_another_no_probe_and_no_delay() {
-    let args: Vec<String> = [
-        "-l",
-        "0",
-        "--no-huge",
-        "-m",
-        "512",
-        "--no-pci",
-        "--file-prefix=sc-flood-test",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let eal = Eal::init(&args).expect("EAL starts with --no-huge");
+    // The worker gets core 1 (below); the generator, this thread, keeps core 0.
+    let eal = eal("sc-flood-test", "0");
     let hz = tsc_hz(eal);
     let pool = Mempool::new(
         eal,
@@ -115,22 +72,22 @@ fn a_10_gbit_flood_at_one_subscriber_costs_another_no_probe_and_no_delay() {
     let (access, mut access_ends) =
         RingPort::start(eal, "flood_access", 1024, &config, pool).unwrap();
 
-    let mut addresses = AddressTable::new();
-    addresses.insert(Prefix::parse("10.99.0.1").unwrap(), SubscriberSlot(0));
-    addresses.insert(Prefix::parse("10.99.0.2").unwrap(), SubscriberSlot(1));
-    let tables = Arc::new(SubscriberTables {
-        addresses,
-        owners: vec![
+    let tables = Arc::new(tables(&[
+        (
+            FLOODED,
             Owner {
                 worker: 0,
                 local: 0,
             },
+        ),
+        (
+            QUIET,
             Owner {
                 worker: 0,
                 local: 1,
             },
-        ],
-    });
+        ),
+    ]));
     let plan = CakeConfig {
         bandwidth: Some(PLAN_BYTES_PER_SECOND),
         ..CakeConfig::default()
@@ -161,8 +118,7 @@ fn a_10_gbit_flood_at_one_subscriber_costs_another_no_probe_and_no_delay() {
     let published = PublishedCounters::default();
     let stop = AtomicBool::new(false);
     let (phases, finals) = std::thread::scope(|scope| {
-        let (mut crx, mut ctx) = core.port().take_queues().unwrap();
-        let (mut arx, mut atx) = access.port().take_queues().unwrap();
+        let pairs = worker_pairs(&core, &access);
         let (published, stop) = (&published, &stop);
         let worker = scope.spawn(move || {
             // Threads inherit the EAL main thread's core (0); the worker needs its own, as in
@@ -172,18 +128,6 @@ fn a_10_gbit_flood_at_one_subscriber_costs_another_no_probe_and_no_delay() {
                 "the test needs a second core"
             );
             let _lcore = eal.register_thread().expect("lcore");
-            let pairs = vec![PairQueues {
-                ports: [
-                    PortQueues {
-                        rx: crx.remove(0),
-                        tx: ctx.remove(0),
-                    },
-                    PortQueues {
-                        rx: arx.remove(0),
-                        tx: atx.remove(0),
-                    },
-                ],
-            }];
             let mut worker = Worker::new(pairs, published, hz).with_shaping(
                 setup,
                 Handoff {

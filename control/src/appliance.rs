@@ -10,7 +10,8 @@ use crate::live::{worker_seed, LiveShaping};
 use crate::nodes::{NodeBalancer, BALANCE_INTERVAL};
 use crate::subscribers::{owner_worker, Node, Subscriber, SubscriberSet};
 use sheetcake_dataplane::dpdk::{
-    mbuf_ring, tsc_hz, DpdkError, Eal, Mempool, MempoolConfig, Port, PortConfig, PortStats, RSS_IP,
+    mbuf_ring, tsc_hz, DpdkError, Eal, Mempool, MempoolConfig, Port, PortConfig, PortStats,
+    RSS_DESTINATION_ONLY, RSS_SOURCE_ONLY,
 };
 use sheetcake_dataplane::shaping::{
     instance_gauges, ControlChannel, Direction, InstanceGauges, LocalSubscriber, Owner,
@@ -155,21 +156,30 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
         rx_descriptors: settings.rx_descriptors,
         tx_descriptors: settings.tx_descriptors,
         mtu: settings.mtu,
-        rss_hash: RSS_IP,
+        rss_hash: RSS_DESTINATION_ONLY,
+    };
+    // The subscriber is the destination of what enters the core port and the source of what
+    // enters the access port: hashing that address alone puts a subscriber's frames on one
+    // queue, its owner's when the NIC's hash and the owner's hash agree, else one handoff.
+    let access_config = PortConfig {
+        rss_hash: RSS_SOURCE_ONLY,
+        ..port_config.clone()
     };
 
     // [pair][core, access]
     let mut ports: Vec<[Port; 2]> = Vec::new();
     for pair in &settings.pairs {
         let core = Port::start(eal, pair.ports[0].port_name(), &port_config, pool)?;
-        let access = Port::start(eal, pair.ports[1].port_name(), &port_config, pool)?;
+        let access = Port::start(eal, pair.ports[1].port_name(), &access_config, pool)?;
         println!(
-            "pair {}: core {} ({}) <-> access {} ({}) started",
+            "pair {}: core {} ({}) <-> access {} ({}) started; core: {}; access: {}",
             pair.name,
             core.device(),
             core.driver(),
             access.device(),
-            access.driver()
+            access.driver(),
+            core.rss_spread(),
+            access.rss_spread()
         );
         ports.push([core, access]);
     }
@@ -560,12 +570,14 @@ fn status_loop(
             let busy = now.busy_cycles - prev.busy_cycles;
             let packets = now.rx_packets - prev.rx_packets;
             println!(
-                "[{t:8.1}s] worker {w} core {:<3} rx {:>12} tx {:>12} shaped {:>12} unshaped {:>12} queued {:>6} flows {:>6} dropped {:>8}  busy {:5.1}%  {} cycles/packet",
+                "[{t:8.1}s] worker {w} core {:<3} rx {:>12} tx {:>12} shaped {:>12} unshaped {:>12} handed_off {:>10} taken_over {:>10} queued {:>6} flows {:>6} dropped {:>8}  busy {:5.1}%  {} cycles/packet",
                 settings.worker_cores[w],
                 now.rx_packets,
                 now.tx_packets,
                 now.shaped_packets,
                 now.unshaped_packets,
+                now.handed_off,
+                now.taken_over,
                 now.queued,
                 now.flows_in_use,
                 now.dropped_total(),

@@ -27,6 +27,58 @@ use std::fmt;
 /// RSS hash types that spread IP traffic over queues by address (DPDK's `RTE_ETH_RSS_IP`).
 pub const RSS_IP: u64 = dpdk_sys::RTE_ETH_RSS_IP;
 
+/// RSS on the destination address only: on the core-facing port the destination is the
+/// subscriber, so all of a subscriber's downloads land on one queue, ideally its owner's.
+pub const RSS_DESTINATION_ONLY: u64 = RSS_IP | dpdk_sys::RTE_ETH_RSS_L3_DST_ONLY;
+
+/// RSS on the source address only: the access-facing port's counterpart.
+pub const RSS_SOURCE_ONLY: u64 = RSS_IP | dpdk_sys::RTE_ETH_RSS_L3_SRC_ONLY;
+
+/// How a port spreads frames over its RX queues, as the driver accepted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RssSpread {
+    /// One RX queue: nothing to spread.
+    OneQueue,
+    /// The driver offers no RSS for IP: every frame lands on queue 0 and the handoff rings
+    /// carry what other workers own.
+    Unsupported,
+    /// Hashed on both addresses: a subscriber's frames spread over all queues.
+    BothAddresses,
+    /// Hashed on the source address only.
+    SourceOnly,
+    /// Hashed on the destination address only.
+    DestinationOnly,
+}
+
+impl RssSpread {
+    /// From the hash types a port was configured with.
+    pub fn of(queues: u16, hash: u64) -> RssSpread {
+        if queues <= 1 {
+            RssSpread::OneQueue
+        } else if hash & RSS_IP == 0 {
+            RssSpread::Unsupported
+        } else if hash & dpdk_sys::RTE_ETH_RSS_L3_DST_ONLY != 0 {
+            RssSpread::DestinationOnly
+        } else if hash & dpdk_sys::RTE_ETH_RSS_L3_SRC_ONLY != 0 {
+            RssSpread::SourceOnly
+        } else {
+            RssSpread::BothAddresses
+        }
+    }
+}
+
+impl fmt::Display for RssSpread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RssSpread::OneQueue => "one queue",
+            RssSpread::Unsupported => "no RSS in this driver: all frames on queue 0, handoff carries the rest",
+            RssSpread::BothAddresses => "RSS on both addresses (the driver cannot hash one side only: handoff carries about 1 - 1/workers of the frames)",
+            RssSpread::SourceOnly => "RSS on the source address (frames land on their subscriber's queue)",
+            RssSpread::DestinationOnly => "RSS on the destination address (frames land on their subscriber's queue)",
+        })
+    }
+}
+
 /// The DPDK version sheetcake was built against.
 pub const DPDK_VERSION: &str = dpdk_sys::DPDK_VERSION;
 
@@ -91,3 +143,25 @@ impl fmt::Display for DpdkError {
 }
 
 impl std::error::Error for DpdkError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_spread_says_which_address_a_port_hashes() {
+        assert_eq!(RssSpread::of(1, RSS_DESTINATION_ONLY), RssSpread::OneQueue);
+        assert_eq!(RssSpread::of(4, 0), RssSpread::Unsupported);
+        assert_eq!(RssSpread::of(4, RSS_IP), RssSpread::BothAddresses);
+        assert_eq!(
+            RssSpread::of(4, RSS_DESTINATION_ONLY),
+            RssSpread::DestinationOnly
+        );
+        assert_eq!(RssSpread::of(4, RSS_SOURCE_ONLY), RssSpread::SourceOnly);
+        // The modifier alone, without hash types the driver offers, spreads nothing.
+        assert_eq!(
+            RssSpread::of(4, dpdk_sys::RTE_ETH_RSS_L3_DST_ONLY),
+            RssSpread::Unsupported
+        );
+    }
+}

@@ -52,6 +52,8 @@ pub struct Port {
     config: PortConfig,
     queues_taken: std::cell::Cell<bool>,
     started: bool,
+    /// The RSS hash types the driver was given (what it offers of those asked for).
+    rss_hash: u64,
 }
 
 impl Port {
@@ -113,11 +115,17 @@ impl Port {
 
         // SAFETY: rte_eth_conf is plain data; zeroed means "driver defaults".
         let mut conf: dpdk_sys::rte_eth_conf = unsafe { std::mem::zeroed() };
+        let mut rss_hash = 0;
         if config.rx_queues > 1 {
-            let hash = config.rss_hash & info.flow_type_rss_offloads;
-            if hash != 0 {
+            // The one-side-only bits modify the hash types; a driver that lists them in its
+            // offloads can hash one address alone. Without them it hashes both: still correct,
+            // the handoff rings carry what lands on another worker.
+            let modifiers = dpdk_sys::RTE_ETH_RSS_L3_SRC_ONLY | dpdk_sys::RTE_ETH_RSS_L3_DST_ONLY;
+            let types = config.rss_hash & !modifiers & info.flow_type_rss_offloads;
+            if types != 0 {
+                rss_hash = types | (config.rss_hash & modifiers & info.flow_type_rss_offloads);
                 conf.rxmode.mq_mode = dpdk_sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
-                conf.rx_adv_conf.rss_conf.rss_hf = hash;
+                conf.rx_adv_conf.rss_conf.rss_hf = rss_hash;
             }
         }
         let mtu = u32::from(config.mtu);
@@ -208,7 +216,13 @@ impl Port {
             config: config.clone(),
             queues_taken: std::cell::Cell::new(false),
             started: true,
+            rss_hash,
         })
+    }
+
+    /// How the port spreads frames over its RX queues.
+    pub fn rss_spread(&self) -> super::RssSpread {
+        super::RssSpread::of(self.config.rx_queues, self.rss_hash)
     }
 
     /// DPDK's port number.

@@ -330,5 +330,6 @@ fn setup(n: u32, shaping: Shaping, flow_pool: usize) -> ShapingSetup {
         queued_budget: QUEUED_BUDGET,
         seed: 1,
         gauges: instance_gauges(slots),
+        default_class: [None, None],
     }
 }

@@ -327,6 +327,15 @@ fn run_workers(
 ) -> Result<Vec<WorkerCounters>, RunError> {
     let stop = control.stop;
     let workers = settings.worker_cores.len();
+    // Each worker shapes the unknown traffic it receives with its own default-class instance,
+    // at an equal part of the class's rate: RSS spreads that traffic over the workers by
+    // address, so the parts add up to the rate when its load is spread evenly.
+    let default_class = settings.shaping.unknown.map(|class| {
+        class.map(|mut c| {
+            c.bandwidth = c.bandwidth.map(|b| (b / workers as u64).max(1));
+            c
+        })
+    });
     // Handoff rings: rings[from][to] for every ordered pair of distinct workers.
     let mut setups: Vec<Option<(ShapingSetup, Handoff)>> = match shaping {
         None => (0..workers).map(|_| None).collect(),
@@ -368,6 +377,7 @@ fn run_workers(
                             capacity: settings.shaping.subscribers_per_worker as usize,
                             channel: Arc::clone(&channels[w]),
                             gauges: Arc::clone(&gauges[w]),
+                            default_class,
                         },
                         Handoff { to, from },
                     ))

@@ -71,6 +71,20 @@ pub struct ShapingSection {
     /// later by a reload.
     #[serde(default = "default_subscribers_per_worker")]
     pub subscribers_per_worker: Spanned<u32>,
+    /// Unicast IP traffic toward no subscriber (core to access): "pass", or the tc-cake words
+    /// of a default class.
+    #[serde(default = "default_unknown")]
+    pub unknown_download: Spanned<String>,
+    /// The same from no subscriber (access to core).
+    #[serde(default = "default_unknown")]
+    pub unknown_upload: Spanned<String>,
+}
+
+/// The word that passes unknown traffic through unshaped.
+pub const UNKNOWN_PASS: &str = "pass";
+
+fn default_unknown() -> Spanned<String> {
+    Spanned::new(0..0, UNKNOWN_PASS.into())
 }
 
 fn default_download_words() -> Spanned<String> {
@@ -102,6 +116,8 @@ impl Default for ShapingSection {
             flows_per_worker: default_flows_per_worker(),
             queued_per_worker: default_queued_per_worker(),
             subscribers_per_worker: default_subscribers_per_worker(),
+            unknown_download: default_unknown(),
+            unknown_upload: default_unknown(),
         }
     }
 }
@@ -119,6 +135,9 @@ pub struct Shaping {
     pub queued_per_worker: u32,
     /// Subscriber slots per worker.
     pub subscribers_per_worker: u32,
+    /// The default class for unicast IP traffic of no subscriber, per direction (download,
+    /// upload), for the whole box; `None` passes it through unshaped.
+    pub unknown: [Option<sheetcake_cake::CakeConfig>; 2],
 }
 
 /// Frames each handoff ring between two workers holds: eight bursts, so a worker can hand a
@@ -625,6 +644,39 @@ impl Validator<'_> {
                 self.error(value, key, format!("not valid tc-cake options: {e}"));
             }
         }
+        let mut unknown = [None, None];
+        for (slot, key, value) in [
+            (
+                0,
+                "shaping.unknown_download",
+                &config.shaping.unknown_download,
+            ),
+            (1, "shaping.unknown_upload", &config.shaping.unknown_upload),
+        ] {
+            let words = value.get_ref().trim();
+            if words == UNKNOWN_PASS {
+                continue;
+            }
+            match sheetcake_cake::CakeConfig::parse(words) {
+                Ok(_) if config.shaping.subscribers.is_none() => {
+                    self.error(
+                        value,
+                        key,
+                        "a default class shapes traffic of no subscriber, which needs \
+                         shaping.subscribers (the file may list no subscriber)",
+                    );
+                }
+                Ok(c) => unknown[slot] = Some(c),
+                Err(e) => self.error(
+                    value,
+                    key,
+                    format!(
+                        "expected \"{UNKNOWN_PASS}\" (unshaped, the default) or the tc-cake \
+                         options of a default class, like \"bandwidth 1gbit besteffort\": {e}"
+                    ),
+                ),
+            }
+        }
         let flows = *config.shaping.flows_per_worker.get_ref();
         if !(1_024..=16_777_216).contains(&flows) {
             self.error(
@@ -743,6 +795,7 @@ impl Validator<'_> {
                 flows_per_worker: flows,
                 queued_per_worker: queued,
                 subscribers_per_worker: slots,
+                unknown,
             },
         })
     }
@@ -868,6 +921,39 @@ access = "net_ring1"
         let err = Settings::parse(&text, "pool.toml").unwrap_err().to_string();
         assert!(err.contains("pool.toml:11: mempool.mbufs"), "{err}");
         assert!(err.contains("at least 4768"), "{err}");
+    }
+
+    #[test]
+    fn unknown_traffic_passes_by_default_or_gets_a_default_class() {
+        let s = Settings::parse(GOOD, "good.toml").expect("valid");
+        assert_eq!(s.shaping.unknown, [None, None]);
+        let text = format!(
+            "{GOOD}\n[shaping]\nsubscribers = \"subs.toml\"\nunknown_download = \"bandwidth 500mbit besteffort\"\n"
+        );
+        let s = Settings::parse(&text, "class.toml").expect("valid");
+        let class = s.shaping.unknown[0].expect("a download class");
+        assert_eq!(class.bandwidth, Some(500_000_000 / 8));
+        assert_eq!(s.shaping.unknown[1], None);
+    }
+
+    #[test]
+    fn a_bad_default_class_says_what_is_accepted() {
+        let text = format!(
+            "{GOOD}\n[shaping]\nsubscribers = \"subs.toml\"\nunknown_upload = \"shape it\"\n"
+        );
+        let err = Settings::parse(&text, "class.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("class.toml:12: shaping.unknown_upload: expected \"pass\" (unshaped, the default) or the tc-cake options"),
+            "{err}"
+        );
+        // Without a subscriber file there is no shaping to put it in.
+        let text = format!("{GOOD}\n[shaping]\nunknown_download = \"bandwidth 1gbit\"\n");
+        let err = Settings::parse(&text, "class.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs shaping.subscribers"), "{err}");
     }
 
     #[test]

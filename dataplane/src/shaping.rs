@@ -172,9 +172,12 @@ impl InstanceGauge {
 /// control thread at start (two per subscriber slot), shared with the worker.
 pub type InstanceGauges = Arc<[InstanceGauge]>;
 
-/// Gauges for `slots` subscriber slots (two instances each).
+/// Gauges for a worker with `slots` subscriber slots: two instances each, and two for the
+/// default class (the slot after them).
 pub fn instance_gauges(slots: usize) -> InstanceGauges {
-    (0..2 * slots).map(|_| InstanceGauge::default()).collect()
+    (0..2 * (slots + 1))
+        .map(|_| InstanceGauge::default())
+        .collect()
 }
 
 /// Most commands a worker applies per loop, so a large reload never delays packets by more

@@ -274,8 +274,12 @@ pub struct ShapingSetup {
     pub queued_budget: u64,
     /// Seed of the flow hashes.
     pub seed: u64,
-    /// Where the worker shows each instance's load to the control thread (two per slot).
+    /// Where the worker shows each instance's load to the control thread (two per slot, and
+    /// two for the default class: see [`crate::shaping::instance_gauges`]).
     pub gauges: InstanceGauges,
+    /// The default class's CAKE for unicast IP traffic of no subscriber, per direction
+    /// (download, upload); `None` passes that traffic through unshaped.
+    pub default_class: [Option<CakeConfig>; 2],
 }
 
 /// The shaping state of a worker.
@@ -301,6 +305,10 @@ struct Shaper {
     outbox: Vec<MbufBuffer<TX_PENDING>>,
     queued_budget: u64,
     gauges: InstanceGauges,
+    /// Whether unknown unicast traffic goes to the default class, per direction.
+    default_class: [bool; 2],
+    /// The local slot of the default class's instances (after the subscribers' slots).
+    default_local: u32,
 }
 
 /// Nanoseconds from TSC cycles, in 32.32 fixed point so the loop converts with one multiply.
@@ -364,8 +372,11 @@ impl<'port, 'shared> Worker<'port, 'shared> {
     pub fn with_shaping(mut self, setup: ShapingSetup, handoff: Handoff) -> Self {
         let now = self.clock.ns(tsc());
         let capacity = setup.capacity.max(setup.subscribers.len());
-        let mut present = vec![false; capacity];
-        let cakes: Vec<Cake> = (0..capacity)
+        // One slot more than the subscribers': the default class's.
+        let default_local = capacity;
+        let mut present = vec![false; capacity + 1];
+        present[default_local] = true;
+        let cakes: Vec<Cake> = (0..=capacity)
             .flat_map(|local| {
                 let id = 2 * local as u32;
                 let [down, up] = match setup.subscribers.get(local) {
@@ -373,6 +384,9 @@ impl<'port, 'shared> Worker<'port, 'shared> {
                         present[local] = true;
                         [s.download, s.upload]
                     }
+                    None if local == default_local => setup
+                        .default_class
+                        .map(|c| c.unwrap_or_else(placeholder_config)),
                     None => [placeholder_config(); 2],
                 };
                 [
@@ -406,6 +420,8 @@ impl<'port, 'shared> Worker<'port, 'shared> {
             outbox,
             queued_budget: setup.queued_budget,
             gauges: setup.gauges,
+            default_class: setup.default_class.map(|c| c.is_some()),
+            default_local: default_local as u32,
         });
         self
     }
@@ -496,7 +512,10 @@ impl<'port, 'shared> Worker<'port, 'shared> {
         if let Some(shaper) = &mut self.shaper {
             shaper.apply_commands(&mut self.counters, now);
         }
-        let bridging = self.shaper.as_ref().is_none_or(|s| s.tables.is_empty());
+        let bridging = self
+            .shaper
+            .as_ref()
+            .is_none_or(|s| s.tables.is_empty() && s.default_class == [false; 2]);
         for from in 0..self.ports.len() {
             let to = from ^ 1;
             if self.pending[to].spare() >= BURST_SIZE {
@@ -563,11 +582,21 @@ impl<'port, 'shared> Worker<'port, 'shared> {
         } else {
             Direction::Upload
         };
-        let Some((meta, owner)) = subscriber_of(&shaper.tables, m.data(), direction) else {
-            self.counters.unshaped_packets += 1;
-            // Room for a whole burst was checked before receiving.
-            let _ = self.pending[to].push(m);
-            return;
+        let (meta, owner) = match subscriber_of(&shaper.tables, m.data(), direction) {
+            Class::Subscriber(meta, owner) => (meta, owner),
+            Class::UnknownUnicast(meta) if shaper.default_class[direction as usize] => (
+                meta,
+                crate::shaping::Owner {
+                    worker: shaper.worker,
+                    local: shaper.default_local,
+                },
+            ),
+            _ => {
+                self.counters.unshaped_packets += 1;
+                // Room for a whole burst was checked before receiving.
+                let _ = self.pending[to].push(m);
+                return;
+            }
         };
         *m.info_mut() = PacketInfo {
             stamp: Default::default(),
@@ -589,14 +618,51 @@ impl<'port, 'shared> Worker<'port, 'shared> {
     }
 }
 
+/// What a received frame is to the shaper.
+enum Class {
+    /// IP traffic of a subscriber.
+    Subscriber(PacketMeta, crate::shaping::Owner),
+    /// Unicast IP traffic of no subscriber: the default class's, if there is one.
+    UnknownUnicast(PacketMeta),
+    /// Not IP, malformed, or multicast or broadcast IP of no subscriber: the network's own
+    /// traffic (ARP, neighbour discovery, DHCP, routing and link protocols), always passed
+    /// through unshaped so no queue ever delays or drops it.
+    Network,
+}
+
 /// Finds the subscriber a frame belongs to: by destination address for downloads, by source
-/// for uploads. Non-IP and malformed frames belong to nobody.
+/// for uploads.
 #[inline]
-fn subscriber_of(
-    tables: &SubscriberTables,
-    frame: &[u8],
-    direction: Direction,
-) -> Option<(PacketMeta, crate::shaping::Owner)> {
+fn subscriber_of(tables: &SubscriberTables, frame: &[u8], direction: Direction) -> Class {
+    let Some((meta, v4)) = meta_of(frame) else {
+        return Class::Network;
+    };
+    let addr = match direction {
+        Direction::Download => &meta.dst,
+        Direction::Upload => &meta.src,
+    };
+    match tables.lookup(v4, addr) {
+        Some(owner) => Class::Subscriber(meta, owner),
+        None if is_unicast(v4, &meta.dst) => Class::UnknownUnicast(meta),
+        None => Class::Network,
+    }
+}
+
+/// True unless `dst` is an IPv4 multicast (224.0.0.0/4) or limited broadcast address, or an
+/// IPv6 multicast address (ff00::/8).
+#[inline]
+fn is_unicast(v4: bool, dst: &[u8; 16]) -> bool {
+    if v4 {
+        dst[0] & 0xf0 != 0xe0 && dst[..4] != [255; 4]
+    } else {
+        dst[0] != 0xff
+    }
+}
+
+/// What CAKE needs of an IP frame, and whether it is IPv4. `None` for non-IP and malformed
+/// frames.
+#[inline]
+fn meta_of(frame: &[u8]) -> Option<(PacketMeta, bool)> {
     let parsed = parse_frame(frame).ok()?;
     let mut meta = PacketMeta {
         l3_offset: parsed.l3_offset,
@@ -630,12 +696,7 @@ fn subscriber_of(
         meta.src_port = t.src_port;
         meta.dst_port = t.dst_port;
     }
-    let addr = match direction {
-        Direction::Download => &meta.dst,
-        Direction::Upload => &meta.src,
-    };
-    let owner = tables.lookup(v4, addr)?;
-    Some((meta, owner))
+    Some((meta, v4))
 }
 
 /// The configuration of the idle instances in unused subscriber slots: one tin, no shaping,

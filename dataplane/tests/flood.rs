@@ -113,6 +113,7 @@ fn a_10_gbit_flood_at_one_subscriber_costs_another_no_probe_and_no_delay() {
         queued_budget: QUEUED_BUDGET,
         seed: 7,
         gauges,
+        default_class: [None, None],
     };
 
     let published = PublishedCounters::default();

@@ -123,6 +123,7 @@ fn frames_reach_their_owner_directly_or_through_the_handoff_ring_and_leave_by_it
                         queued_budget: 4096,
                         seed: w as u64,
                         gauges: instance_gauges(2),
+                        default_class: [None, None],
                     };
                     let mut worker =
                         Worker::new(vec![pair], published, hz).with_shaping(setup, handoff);

@@ -26,6 +26,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Subscribers whose statistics SIGUSR1 prints: the busiest, so a box with a million
+/// subscribers prints a screenful, not a million.
+const REPORTED_SUBSCRIBERS: usize = 20;
+
 /// How often the control thread wakes to check for a stop request.
 const CONTROL_TICK: Duration = Duration::from_millis(50);
 
@@ -186,8 +190,11 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
 
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
+    let report = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| RunError::Start(format!("cannot install the SIGHUP handler: {e}")))?;
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&report))
+        .map_err(|e| RunError::Start(format!("cannot install the SIGUSR1 handler: {e}")))?;
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while stopping kills the process outright.
         signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
@@ -230,23 +237,22 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
                 );
             }
             // The embedded demo has no file to reload.
-            let live = settings.shaping.subscribers.clone().map(|path| {
-                LiveShaping::new(
-                    path,
-                    settings.shaping.defaults.clone(),
-                    plan.placed,
-                    plan.nodes,
-                    settings.shaping.subscribers_per_worker,
-                    channels.clone(),
-                )
-            });
+            let live = LiveShaping::new(
+                settings.shaping.subscribers.clone(),
+                settings.shaping.defaults.clone(),
+                plan.placed,
+                plan.nodes,
+                settings.shaping.subscribers_per_worker,
+                channels.clone(),
+                gauges.clone(),
+            );
             let shaping = WorkerShaping {
                 tables: Arc::new(plan.tables),
                 locals: plan.locals,
                 channels: channels.clone(),
                 gauges,
             };
-            (Some(shaping), live, Some(balancer))
+            (Some(shaping), Some(live), Some(balancer))
         }
         None => {
             println!("no subscriber file: bridging without shaping");
@@ -256,6 +262,7 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
     let control = Control {
         stop: &stop,
         reload: &reload,
+        report: &report,
         live: live.as_mut(),
         balancer: balancer.as_mut(),
     };
@@ -486,6 +493,8 @@ struct Control<'a> {
     stop: &'a AtomicBool,
     /// Set by SIGHUP: reload the subscriber file.
     reload: &'a AtomicBool,
+    /// Set by SIGUSR1: print the busiest subscribers' statistics.
+    report: &'a AtomicBool,
     /// The live shaping state, when there is a subscriber file.
     live: Option<&'a mut LiveShaping>,
     /// The parent nodes' balancer, when shaping.
@@ -520,6 +529,15 @@ fn status_loop(
         }
         if let Some(live) = control.live.as_deref_mut() {
             live.collect_retired();
+            if control.report.swap(false, Ordering::Relaxed) {
+                let asked = live.request_reports(REPORTED_SUBSCRIBERS);
+                println!("statistics: asked the workers for the {asked} busiest subscribers");
+            }
+            if let Some(reports) = live.take_reports() {
+                for (id, r) in &reports {
+                    print!("{}", crate::report::format(id, r));
+                }
+            }
             if control.reload.swap(false, Ordering::Relaxed) {
                 match live.reload() {
                     Ok((s, took)) => {

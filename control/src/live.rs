@@ -9,7 +9,9 @@
 
 use crate::subscribers::{owner_worker, Defaults, Node, Subscriber, SubscriberSet};
 use sheetcake_cake::{Cake, InstanceSetup};
-use sheetcake_dataplane::shaping::{Command, ControlChannel, Owner, Retired, SubscriberTables};
+use sheetcake_dataplane::shaping::{
+    Command, ControlChannel, InstanceGauges, Owner, Retired, SubscriberReport, SubscriberTables,
+};
 use sheetcake_dataplane::worker::placeholder_config;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -60,7 +62,8 @@ pub struct ReloadSummary {
 
 /// The shaping state the control thread keeps.
 pub struct LiveShaping {
-    path: PathBuf,
+    /// The subscriber file (`None` for the embedded demo, which has nothing to reload).
+    path: Option<PathBuf>,
     defaults: Defaults,
     /// Current subscribers by ID, with their owner.
     current: HashMap<String, (Subscriber, Owner)>,
@@ -69,18 +72,25 @@ pub struct LiveShaping {
     /// Free local slots per worker.
     free: Vec<Vec<u32>>,
     channels: Vec<Arc<ControlChannel>>,
+    /// Each worker's instance gauges, to find the busiest subscribers.
+    gauges: Vec<InstanceGauges>,
+    /// Statistics asked of the workers and not back yet: (worker, local) to subscriber ID.
+    reports_pending: HashMap<(u16, u32), String>,
+    /// Statistics back from the workers, by subscriber ID.
+    reports: Vec<(String, Box<SubscriberReport>)>,
 }
 
 impl LiveShaping {
     /// The state after start-up: `placed` subscribers on their owners, `capacity` slots per
     /// worker.
     pub fn new(
-        path: PathBuf,
+        path: Option<PathBuf>,
         defaults: Defaults,
         placed: Vec<(Subscriber, Owner)>,
         nodes: Vec<Node>,
         capacity: u32,
         channels: Vec<Arc<ControlChannel>>,
+        gauges: Vec<InstanceGauges>,
     ) -> LiveShaping {
         let mut used: Vec<Vec<bool>> = channels
             .iter()
@@ -107,6 +117,9 @@ impl LiveShaping {
             nodes,
             free,
             channels,
+            gauges,
+            reports_pending: HashMap::new(),
+            reports: Vec::new(),
         }
     }
 
@@ -120,19 +133,70 @@ impl LiveShaping {
         self.current.values().map(|(s, owner)| (s, *owner))
     }
 
-    /// Frees what the workers handed back. Called every control tick.
-    pub fn collect_retired(&self) {
-        for channel in &self.channels {
+    /// Frees what the workers handed back, and keeps the statistics they reported. Called
+    /// every control tick.
+    pub fn collect_retired(&mut self) {
+        for (w, channel) in self.channels.iter().enumerate() {
             while let Some(item) = channel.retired.pop() {
                 match item {
                     Retired::Tables(t) => drop(t),
                     Retired::Instances(i) => drop(i),
+                    Retired::Report(r) => {
+                        // A subscriber removed meanwhile has no ID to report under.
+                        if let Some(id) = self.reports_pending.remove(&(w as u16, r.local)) {
+                            self.reports.push((id, r));
+                        }
+                    }
                 }
             }
         }
     }
 
-    fn send(&self, worker: usize, mut command: Command) {
+    /// Asks the owners for the statistics of the `count` subscribers that received the most
+    /// bytes (both directions) since start; [`take_reports`](Self::take_reports) hands them
+    /// over once all are back. Returns how many were asked for.
+    pub fn request_reports(&mut self, count: usize) -> usize {
+        let arrived = |owner: &Owner| {
+            let g = &self.gauges[owner.worker as usize];
+            let i = 2 * owner.local as usize;
+            g[i].arrived_bytes() + g[i + 1].arrived_bytes()
+        };
+        let mut ranked: Vec<(u64, &String, Owner)> = self
+            .current
+            .iter()
+            .map(|(id, (_, owner))| (arrived(owner), id, *owner))
+            .collect();
+        ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        ranked.truncate(count);
+        let mut asked = 0;
+        for (_, id, owner) in ranked {
+            let command = Command::Report {
+                local: owner.local,
+                report: SubscriberReport::new(owner.local),
+            };
+            // A worker busy with a large reload is skipped, not waited for.
+            if self.channels[owner.worker as usize]
+                .commands
+                .push(command)
+                .is_ok()
+            {
+                self.reports_pending
+                    .insert((owner.worker, owner.local), id.clone());
+                asked += 1;
+            }
+        }
+        asked
+    }
+
+    /// The statistics asked for, busiest first, once every owner has answered.
+    pub fn take_reports(&mut self) -> Option<Vec<(String, Box<SubscriberReport>)>> {
+        if !self.reports_pending.is_empty() || self.reports.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut self.reports))
+    }
+
+    fn send(&mut self, worker: usize, mut command: Command) {
         // The worker applies a few commands per loop; wait for room rather than drop one.
         loop {
             match self.channels[worker].commands.push(command) {
@@ -150,7 +214,10 @@ impl LiveShaping {
     /// file is invalid or does not fit the workers' slots.
     pub fn reload(&mut self) -> Result<(ReloadSummary, Duration), String> {
         let started = Instant::now();
-        let set = SubscriberSet::load(&self.path, &self.defaults).map_err(|e| e.to_string())?;
+        let Some(path) = &self.path else {
+            return Err("the embedded demo has no subscriber file to reload".into());
+        };
+        let set = SubscriberSet::load(path, &self.defaults).map_err(|e| e.to_string())?;
         let workers = self.channels.len();
         let mut summary = ReloadSummary::default();
         // Plan first: owners for everyone, and whether it all fits.

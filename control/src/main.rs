@@ -4,6 +4,7 @@ mod appliance;
 mod config;
 mod live;
 mod nodes;
+mod report;
 mod subscribers;
 
 use clap::Parser;

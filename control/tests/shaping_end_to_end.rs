@@ -172,9 +172,13 @@ fn a_subscriber_gets_its_plan_rate_in_both_directions() {
     let subs = subscriber_file(&dir, "10.79.0.2");
     let app = Appliance::start(&dir, &config("shaping-rate", &net, &sub, Some(&subs)));
     let mut report = Vec::new();
+    // Payload bytes iperf3 saw arrive, per direction.
+    let mut delivered = [0.0f64; 2];
+    const SECONDS: u32 = 8;
     for (download, parallel) in [(true, 1), (true, 4), (false, 1), (false, 4)] {
         let plan = if download { DOWN_MBIT } else { UP_MBIT } * 1e6;
-        let got = iperf(&sub, &net, download, parallel, 8);
+        let got = iperf(&sub, &net, download, parallel, SECONDS);
+        delivered[usize::from(!download)] += got / 8.0 * f64::from(SECONDS);
         let share = got / plan;
         report.push(format!(
             "{} x{parallel}: {:.2} Mbit/s of {:.0} ({:.1} %)",
@@ -192,6 +196,28 @@ fn a_subscriber_gets_its_plan_rate_in_both_directions() {
         );
     }
     eprintln!("{}", report.join("\n"));
+    // SIGUSR1 prints the subscriber's CAKE statistics the way tc does; what CAKE sent counts
+    // whole frames, so it is at least the payload iperf3 received (8 s per run).
+    app.signal("USR1");
+    app.wait_for("the statistics", Duration::from_secs(5), |l| {
+        l.starts_with("subscriber e2e-1 upload: cake")
+    });
+    let output = app.output();
+    for (d, name) in ["download", "upload"].iter().enumerate() {
+        let header = format!("subscriber e2e-1 {name}: cake bandwidth");
+        let sent: f64 = output
+            .lines()
+            .skip_while(|l| !l.starts_with(&header))
+            .find_map(|l| l.strip_prefix(" Sent "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} statistics in:\n{output}"));
+        assert!(
+            sent >= delivered[d],
+            "{name}: CAKE sent {sent} bytes, iperf3 received {}",
+            delivered[d]
+        );
+    }
     let (status, output) = app.stop();
     assert_clean_shutdown(status, &output);
 }

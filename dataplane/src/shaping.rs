@@ -6,7 +6,7 @@
 
 use crate::classify::{AddressTable, SubscriberSlot};
 use crossbeam_queue::ArrayQueue;
-use sheetcake_cake::{Cake, CakeConfig};
+use sheetcake_cake::{Cake, CakeConfig, InstanceStats, TinReport};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -96,6 +96,15 @@ pub enum Command {
         /// The new rate, bytes per second (`None`: unlimited).
         bandwidth: Option<u64>,
     },
+    /// Fill `report` with subscriber `local`'s statistics (both directions) and send it back
+    /// as [`Retired::Report`]. The report's tin lists come with room for every tin, so the
+    /// worker only copies numbers.
+    Report {
+        /// The subscriber's local index.
+        local: u32,
+        /// Where the statistics go.
+        report: Box<SubscriberReport>,
+    },
     /// Remove subscriber `local`: its queued frames are freed and counted, its instances
     /// replaced by the idle placeholders given.
     Remove {
@@ -112,6 +121,62 @@ pub enum Retired {
     Tables(Arc<SubscriberTables>),
     /// Instances no longer in use.
     Instances(Box<[Cake; 2]>),
+    /// A filled [`Command::Report`].
+    Report(Box<SubscriberReport>),
+}
+
+/// One direction of a subscriber as `tc -s qdisc show` reports a cake qdisc: the instance's
+/// configuration, counters, backlog and memory, and every tin in tin order.
+#[derive(Debug, Clone, Default)]
+pub struct DirectionReport {
+    /// The configuration in force (a parent node's share included).
+    pub config: CakeConfig,
+    /// Instance counters.
+    pub stats: InstanceStats,
+    /// Bytes and packets queued.
+    pub backlog_bytes: u64,
+    pub backlog_packets: u32,
+    /// Buffer memory: used now, peak, and the limit (bytes of buffer footprint).
+    pub memory: (u64, u64, u64),
+    /// Per tin, in tin order.
+    pub tins: Vec<TinReport>,
+}
+
+/// Both directions of one subscriber, as its owner saw them.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriberReport {
+    /// The subscriber's local index on its owner.
+    pub local: u32,
+    /// Download, upload.
+    pub directions: [DirectionReport; 2],
+}
+
+impl SubscriberReport {
+    /// An empty report with room for every tin, to send in a [`Command::Report`].
+    pub fn new(local: u32) -> Box<SubscriberReport> {
+        let direction = || DirectionReport {
+            tins: Vec::with_capacity(sheetcake_cake::tins::MAX_TINS),
+            ..DirectionReport::default()
+        };
+        Box::new(SubscriberReport {
+            local,
+            directions: [direction(), direction()],
+        })
+    }
+
+    /// Copies `cakes`' statistics in (the worker's side). Never allocates: the tin lists
+    /// already have room for every tin.
+    pub fn fill(&mut self, cakes: &[Cake]) {
+        for (report, cake) in self.directions.iter_mut().zip(cakes) {
+            report.config = *cake.config();
+            report.stats = cake.stats();
+            report.backlog_bytes = cake.backlog_bytes();
+            report.backlog_packets = cake.backlog_packets();
+            report.memory = cake.memory();
+            report.tins.clear();
+            report.tins.extend(cake.tin_reports());
+        }
+    }
 }
 
 /// The two queues between the control thread and one worker. Lock-free; a full command queue

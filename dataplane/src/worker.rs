@@ -723,6 +723,13 @@ impl Shaper {
                 Command::Tables(tables) => {
                     Some(Retired::Tables(std::mem::replace(&mut self.tables, tables)))
                 }
+                Command::Report { local, mut report } => {
+                    let id = 2 * local as usize;
+                    if let Some(cakes) = self.cakes.get(id..id + 2) {
+                        report.fill(cakes);
+                    }
+                    Some(Retired::Report(report))
+                }
                 Command::SetRate {
                     instance,
                     bandwidth,

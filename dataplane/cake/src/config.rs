@@ -467,7 +467,19 @@ impl fmt::Display for CakeConfig {
     /// configuration.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.bandwidth {
-            Some(bytes) => write!(f, "bandwidth {}bit", bytes * 8)?,
+            // The largest unit that keeps the rate exact, as tc prints it.
+            Some(bytes) => {
+                let bits = bytes * 8;
+                let (value, unit) = [
+                    (1_000_000_000, "Gbit"),
+                    (1_000_000, "Mbit"),
+                    (1_000, "Kbit"),
+                ]
+                .into_iter()
+                .find(|(scale, _)| bits.is_multiple_of(*scale))
+                .map_or((bits, "bit"), |(scale, unit)| (bits / scale, unit));
+                write!(f, "bandwidth {value}{unit}")?
+            }
             None => write!(f, "unlimited")?,
         }
         if self.autorate_ingress {
@@ -490,7 +502,13 @@ impl fmt::Display for CakeConfig {
             FlowMode::DualDsthost => "dual-dsthost",
             FlowMode::TripleIsolate => "triple-isolate",
         };
-        write!(f, " {tin} {flow} rtt {}ns", self.interval_ns)?;
+        let (rtt, unit) = [(1_000_000, "ms"), (1_000, "us")]
+            .into_iter()
+            .find(|(scale, _)| self.interval_ns.is_multiple_of(*scale))
+            .map_or((self.interval_ns, "ns"), |(scale, unit)| {
+                (self.interval_ns / scale, unit)
+            });
+        write!(f, " {tin} {flow} rtt {rtt}{unit}")?;
         write!(f, " {}", if self.nat { "nat" } else { "nonat" })?;
         write!(f, " {}", if self.wash { "wash" } else { "nowash" })?;
         write!(

@@ -12,6 +12,7 @@
 //! Results are printed as tables and written to `bench/results/latest.json` (and a dated copy).
 //! `BENCHMARKS.md` explains the method.
 
+mod control;
 mod generator;
 mod machine;
 mod shaped;
@@ -109,7 +110,25 @@ struct Results {
     command: String,
     cases: Vec<CaseResult>,
     memory: Option<Memory>,
+    control: Option<ControlResults>,
     targets: Vec<Target>,
+}
+
+/// The control plane (see `control.rs`).
+#[derive(Debug, Serialize)]
+struct ControlResults {
+    /// Seconds for a running worker to take in N subscribers, by N.
+    load_seconds: std::collections::BTreeMap<u32, f64>,
+    /// From a single rate change being pushed to the owner having applied it, microseconds.
+    apply_p50_us: f64,
+    apply_p99_us: f64,
+    apply_max_us: f64,
+    apply_samples: usize,
+    /// Rate changes applied per second, pushed as fast as the ring takes them.
+    changes_per_second: f64,
+    /// The worker's receive rate meanwhile, and without changes (Mpps).
+    forwarding_mpps_during: f64,
+    forwarding_mpps_before: f64,
 }
 
 /// Memory measured from the process's resident set.
@@ -201,6 +220,7 @@ fn main() {
     let shaping = shaping_suite(&args, &bridge_setup, bridge.as_ref());
     cases.extend(shaping.cases.iter().cloned());
     targets.extend(shaping.targets);
+    let control = control_suite(&args, &bridge_setup, shaping.pool, &mut targets);
 
     println!();
     for t in &targets {
@@ -219,6 +239,7 @@ fn main() {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         cases,
         memory: shaping.memory,
+        control: Some(control),
         targets,
     };
     match write_results(&args.results, &results) {
@@ -232,6 +253,73 @@ struct ShapingSuite {
     cases: Vec<CaseResult>,
     memory: Option<Memory>,
     targets: Vec<Target>,
+    /// The ring cases' mempool, for the control cases.
+    pool: Mempool,
+}
+
+/// Load times and change latency (see `control.rs`).
+fn control_suite(
+    args: &Args,
+    bridge_setup: &Bridge,
+    pool: Mempool,
+    targets: &mut Vec<Target>,
+) -> ControlResults {
+    let (eal, hz) = (bridge_setup.eal, bridge_setup.hz);
+    let sizes: Vec<u32> = if args.quick {
+        vec![10_000]
+    } else {
+        vec![10_000, 1_000_000]
+    };
+    let seconds = if args.quick {
+        1.0
+    } else {
+        args.shaping_seconds
+    };
+    println!();
+    println!(
+        "control plane: a running worker on core {}",
+        args.worker_core
+    );
+    let mut load_seconds = std::collections::BTreeMap::new();
+    for &n in &sizes {
+        let s = control::load_seconds(eal, hz, pool, args.worker_core, n);
+        println!(
+            "  load {n:>8} subscribers: {s:.3} s ({:.0} per second)",
+            f64::from(n) / s
+        );
+        load_seconds.insert(n, s);
+    }
+    let c = control::changes(eal, hz, pool, args.worker_core, 10_000, seconds);
+    println!(
+        "  single rate change applied (10000 subscribers, forwarding): p50 {:.1} us, p99 {:.1} us, max {:.1} us over {} changes",
+        c.apply_p50_us, c.apply_p99_us, c.apply_max_us, c.samples
+    );
+    println!(
+        "  sustained: {:.0} changes per second; forwarding {:.2} Mpps meanwhile, {:.2} Mpps without",
+        c.changes_per_second, c.mpps_during, c.mpps_before
+    );
+    if let Some(&s) = load_seconds.get(&1_000_000) {
+        targets.push(Target::at_most(
+            "1,000,000 subscribers loaded into a running worker (s)",
+            5.0,
+            s,
+        ));
+    }
+    targets.push(Target::at_most(
+        "single change applied, p99 (us)",
+        1_000.0,
+        c.apply_p99_us,
+    ));
+    ControlResults {
+        load_seconds,
+        apply_p50_us: c.apply_p50_us,
+        apply_p99_us: c.apply_p99_us,
+        apply_max_us: c.apply_max_us,
+        apply_samples: c.samples,
+        changes_per_second: c.changes_per_second,
+        forwarding_mpps_during: c.mpps_during,
+        forwarding_mpps_before: c.mpps_before,
+    }
 }
 
 /// The cases on ring ports: the generator feeds the worker; see `shaped.rs`.
@@ -273,7 +361,7 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
     let idle = shaped::idle_memory(eal, hz, pool, idle_subscribers);
     let per_subscriber = idle as f64 / f64::from(idle_subscribers);
     let mut count = 0;
-    let mut run = |case: shaped::Case| {
+    let mut run = |case: shaped::Case, label: Option<&str>| {
         count += 1;
         let m = shaped::run(
             eal,
@@ -292,7 +380,7 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
             .collect();
         println!(
             "  {:<15} {:>8} subscribers x {:<3} flows  rx {:>6.2} Mpps  tx {:>6.2} Mpps  {:>6.1} cycles/packet  drops/s (M) [{}]  setup {:.1} s, {:.0} MB",
-            m.result.case,
+            label.unwrap_or(m.result.case),
             m.result.subscribers,
             m.result.flows_per_subscriber,
             m.result.mpps,
@@ -306,11 +394,14 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
     };
     let mut cases = Vec::new();
     let mut record = |m: &shaped::Measured| cases.push(m.result.clone());
-    let ring_bridge = run(shaped::Case {
-        subscribers: 1,
-        flows: 1,
-        shaping: shaped::Shaping::Off,
-    });
+    let ring_bridge = run(
+        shaped::Case {
+            subscribers: 1,
+            flows: 1,
+            shaping: shaped::Shaping::Off,
+        },
+        None,
+    );
     record(&ring_bridge);
     let mut shaped_mpps = std::collections::BTreeMap::new();
     // Rates that keep every queue non-empty: a share of what the worker can take in while
@@ -321,27 +412,36 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
     };
     let mut calibrated = std::collections::BTreeMap::new();
     for &n in &sweep {
-        let unlimited = run(shaped::Case {
-            subscribers: n,
-            flows: 1,
-            shaping: shaped::Shaping::Unlimited,
-        });
+        let unlimited = run(
+            shaped::Case {
+                subscribers: n,
+                flows: 1,
+                shaping: shaped::Shaping::Unlimited,
+            },
+            None,
+        );
         record(&unlimited);
-        let calibration = run(shaped::Case {
-            subscribers: n,
-            flows: 1,
-            shaping: shaped::Shaping::Rate(rate_for(unlimited.result.mpps, n, 0.25)),
-        });
+        let calibration = run(
+            shaped::Case {
+                subscribers: n,
+                flows: 1,
+                shaping: shaped::Shaping::Rate(rate_for(unlimited.result.mpps, n, 0.25)),
+            },
+            Some("(calibrating)"),
+        );
         calibrated.insert(n, calibration.result.mpps);
-        let shaped = run(shaped::Case {
-            subscribers: n,
-            flows: 1,
-            shaping: shaped::Shaping::Rate(rate_for(
-                calibration.result.mpps,
-                n,
-                shaped::SHAPED_SHARE,
-            )),
-        });
+        let shaped = run(
+            shaped::Case {
+                subscribers: n,
+                flows: 1,
+                shaping: shaped::Shaping::Rate(rate_for(
+                    calibration.result.mpps,
+                    n,
+                    shaped::SHAPED_SHARE,
+                )),
+            },
+            None,
+        );
         record(&shaped);
         shaped_mpps.insert(n, shaped.result.mpps);
     }
@@ -351,11 +451,14 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
             println!("  (the flow sweep needs 10000 in --subscribers: skipped)");
             break;
         };
-        let m = run(shaped::Case {
-            subscribers: n,
-            flows,
-            shaping: shaped::Shaping::Rate(rate_for(base, n, shaped::SHAPED_SHARE)),
-        });
+        let m = run(
+            shaped::Case {
+                subscribers: n,
+                flows,
+                shaping: shaped::Shaping::Rate(rate_for(base, n, shaped::SHAPED_SHARE)),
+            },
+            None,
+        );
         record(&m);
     }
     let bytes_per_active_flow = Some(shaped::bytes_per_flow());
@@ -402,6 +505,7 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
             mempool_bytes_per_mbuf: pool.bytes_per_mbuf(),
         }),
         targets,
+        pool,
     }
 }
 

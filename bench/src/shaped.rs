@@ -16,7 +16,7 @@ use crate::generator::{subscriber_address, Generator, FRAME_BYTES};
 use crate::CaseResult;
 use sheetcake_cake::CakeConfig;
 use sheetcake_dataplane::classify::{AddressTable, Prefix, SubscriberSlot};
-use sheetcake_dataplane::dpdk::{tsc, Eal, Mempool, PortConfig, RingPort};
+use sheetcake_dataplane::dpdk::{tsc, Eal, Mempool, PortConfig, RingPort, RingPortEnds};
 use sheetcake_dataplane::shaping::{
     instance_gauges, ControlChannel, LocalSubscriber, Owner, SubscriberTables,
 };
@@ -89,7 +89,7 @@ fn subscriber_config(shaping: Shaping) -> CakeConfig {
 }
 
 /// The address tables and local subscribers for `n` subscribers, all on worker 0.
-fn subscribers(n: u32, shaping: Shaping) -> (SubscriberTables, Vec<LocalSubscriber>) {
+pub fn subscribers(n: u32, shaping: Shaping) -> (SubscriberTables, Vec<LocalSubscriber>) {
     let mut addresses = AddressTable::new();
     let mut owners = Vec::with_capacity(n as usize);
     let mut locals = Vec::with_capacity(n as usize);
@@ -110,6 +110,71 @@ fn subscribers(n: u32, shaping: Shaping) -> (SubscriberTables, Vec<LocalSubscrib
     (SubscriberTables { addresses, owners }, locals)
 }
 
+/// A worker's two ring ports.
+pub struct Rig {
+    pub core: RingPort,
+    pub access: RingPort,
+}
+
+/// The generator's ends of a [`Rig`]'s rings.
+pub struct RigEnds {
+    pub core: RingPortEnds,
+    pub access: RingPortEnds,
+}
+
+impl Rig {
+    /// Ring ports `{name}c` and `{name}a` of `frames` frames per ring.
+    pub fn new(eal: &Eal, name: &str, frames: u32, pool: Mempool) -> (Rig, RigEnds) {
+        let config = PortConfig {
+            rx_queues: 1,
+            tx_queues: 1,
+            rx_descriptors: frames as u16,
+            tx_descriptors: frames as u16,
+            mtu: 1500,
+            rss_hash: 0,
+        };
+        let start = |side: &str| {
+            RingPort::start(eal, &format!("{name}{side}"), frames, &config, pool)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let (core, core_ends) = start("c");
+        let (access, access_ends) = start("a");
+        (
+            Rig { core, access },
+            RigEnds {
+                core: core_ends,
+                access: access_ends,
+            },
+        )
+    }
+
+    /// The worker's queues: one pair, its single queue of each port.
+    pub fn pairs(&self) -> Vec<PairQueues<'_>> {
+        let (mut crx, mut ctx) = self.core.port().take_queues().expect("fresh port");
+        let (mut arx, mut atx) = self.access.port().take_queues().expect("fresh port");
+        vec![PairQueues {
+            ports: [
+                PortQueues {
+                    rx: crx.remove(0),
+                    tx: ctx.remove(0),
+                },
+                PortQueues {
+                    rx: arx.remove(0),
+                    tx: atx.remove(0),
+                },
+            ],
+        }]
+    }
+}
+
+/// A worker's only handoff: none (one worker).
+pub fn no_handoff() -> Handoff {
+    Handoff {
+        to: vec![None],
+        from: Vec::new(),
+    }
+}
+
 /// Runs `case` for a warm-up second and `seconds` measured, the worker on `worker_core`.
 pub fn run(
     eal: &'static Eal,
@@ -120,34 +185,8 @@ pub fn run(
     worker_core: usize,
     seconds: f64,
 ) -> Measured {
-    let config = PortConfig {
-        rx_queues: 1,
-        tx_queues: 1,
-        rx_descriptors: RING_FRAMES as u16,
-        tx_descriptors: RING_FRAMES as u16,
-        mtu: 1500,
-        rss_hash: 0,
-    };
-    let (core, mut core_ends) =
-        RingPort::start(eal, &format!("{name}c"), RING_FRAMES, &config, pool)
-            .unwrap_or_else(|e| panic!("{e}"));
-    let (access, mut access_ends) =
-        RingPort::start(eal, &format!("{name}a"), RING_FRAMES, &config, pool)
-            .unwrap_or_else(|e| panic!("{e}"));
-    let (mut crx, mut ctx) = core.port().take_queues().expect("fresh port");
-    let (mut arx, mut atx) = access.port().take_queues().expect("fresh port");
-    let pairs = vec![PairQueues {
-        ports: [
-            PortQueues {
-                rx: crx.remove(0),
-                tx: ctx.remove(0),
-            },
-            PortQueues {
-                rx: arx.remove(0),
-                tx: atx.remove(0),
-            },
-        ],
-    }];
+    let (rig, mut ends) = Rig::new(eal, name, RING_FRAMES, pool);
+    let pairs = rig.pairs();
     let published = PublishedCounters::default();
     let memory_before = resident_bytes();
     let setup_started = Instant::now();
@@ -156,10 +195,7 @@ pub fn run(
         let flow_pool = case.subscribers as usize * case.flows as usize + 4096;
         worker = worker.with_shaping(
             setup(case.subscribers, case.shaping, flow_pool),
-            Handoff {
-                to: vec![None],
-                from: Vec::new(),
-            },
+            no_handoff(),
         );
     }
     let setup_seconds = setup_started.elapsed().as_secs_f64();
@@ -182,7 +218,7 @@ pub fn run(
         let mut c0 = None;
         let mut t0 = Instant::now();
         loop {
-            generator.round(&mut core_ends, &mut access_ends);
+            generator.round(&mut ends.core, &mut ends.access);
             let now = tsc();
             if c0.is_none() && now >= window_start {
                 c0 = Some(published.read());
@@ -201,10 +237,8 @@ pub fn run(
         (c0.expect("the window started"), c1, elapsed)
     });
     drop(worker);
-    drop(core_ends);
-    drop(access_ends);
-    drop(core);
-    drop(access);
+    drop(ends);
+    drop(rig);
     measured(case, c0, c1, elapsed, memory_bytes, setup_seconds)
 }
 
@@ -261,41 +295,12 @@ fn measured(
 /// entries, gauges, timer-wheel and ready-queue slots, owners. Run before any other case, so
 /// the allocator has no freed memory to hand back without growing the process.
 pub fn idle_memory(eal: &'static Eal, hz: u64, pool: Mempool, n: u32) -> u64 {
-    let config = PortConfig {
-        rx_queues: 1,
-        tx_queues: 1,
-        rx_descriptors: 64,
-        tx_descriptors: 64,
-        mtu: 1500,
-        rss_hash: 0,
-    };
-    let (core, _core_ends) =
-        RingPort::start(eal, "idlec", 64, &config, pool).unwrap_or_else(|e| panic!("{e}"));
-    let (access, _access_ends) =
-        RingPort::start(eal, "idlea", 64, &config, pool).unwrap_or_else(|e| panic!("{e}"));
-    let (mut crx, mut ctx) = core.port().take_queues().expect("fresh port");
-    let (mut arx, mut atx) = access.port().take_queues().expect("fresh port");
-    let pairs = vec![PairQueues {
-        ports: [
-            PortQueues {
-                rx: crx.remove(0),
-                tx: ctx.remove(0),
-            },
-            PortQueues {
-                rx: arx.remove(0),
-                tx: atx.remove(0),
-            },
-        ],
-    }];
+    let (rig, _ends) = Rig::new(eal, "idle", 64, pool);
+    let pairs = rig.pairs();
     let published = PublishedCounters::default();
     let before = resident_bytes();
-    let worker = Worker::new(pairs, &published, hz).with_shaping(
-        setup(n, Shaping::Unlimited, IDLE_FLOW_POOL),
-        Handoff {
-            to: vec![None],
-            from: Vec::new(),
-        },
-    );
+    let worker = Worker::new(pairs, &published, hz)
+        .with_shaping(setup(n, Shaping::Unlimited, IDLE_FLOW_POOL), no_handoff());
     let grown = resident_bytes().saturating_sub(before);
     drop(worker);
     grown
@@ -317,7 +322,7 @@ pub fn bytes_per_flow() -> f64 {
 }
 
 /// The shaping setup of `n` subscribers, all on worker 0, with a pool of `flow_pool` flows.
-fn setup(n: u32, shaping: Shaping, flow_pool: usize) -> ShapingSetup {
+pub fn setup(n: u32, shaping: Shaping, flow_pool: usize) -> ShapingSetup {
     let (tables, locals) = subscribers(n, shaping);
     let slots = n as usize;
     ShapingSetup {

@@ -186,6 +186,9 @@ pub struct ControlChannel {
     pub commands: ArrayQueue<Command>,
     /// Worker to control.
     pub retired: ArrayQueue<Retired>,
+    /// Commands the worker has applied since it started (it alone writes): how the control
+    /// side knows a change is in force.
+    applied: AtomicU64,
 }
 
 impl ControlChannel {
@@ -194,7 +197,20 @@ impl ControlChannel {
         Arc::new(ControlChannel {
             commands: ArrayQueue::new(capacity),
             retired: ArrayQueue::new(capacity),
+            applied: AtomicU64::new(0),
         })
+    }
+
+    /// Commands the worker has applied so far.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// Counts one more command applied. The worker's side.
+    #[inline]
+    pub fn count_applied(&self) {
+        let n = self.applied.load(Ordering::Relaxed) + 1;
+        self.applied.store(n, Ordering::Release);
     }
 }
 

@@ -828,6 +828,7 @@ impl Shaper {
             if let Some(Err(item)) = retired.map(|r| self.channel.retired.push(r)) {
                 std::mem::forget(item);
             }
+            self.channel.count_applied();
         }
     }
 

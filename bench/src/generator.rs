@@ -7,7 +7,7 @@
 //! subscriber receives one frame in `N` and every flow one in `N * M`. Download direction:
 //! frames enter the core port, and the subscriber is their destination.
 
-use sheetcake_dataplane::dpdk::{Mbuf, MbufBuffer, Mempool, RingPortEnds};
+use sheetcake_dataplane::dpdk::{tsc, Mbuf, MbufBuffer, Mempool, RingPortEnds};
 
 /// Frame size, bytes.
 pub const FRAME_BYTES: usize = 64;
@@ -17,6 +17,12 @@ const ETHERNET: usize = 14;
 const IP_DST: usize = ETHERNET + 16;
 const IP_CHECKSUM: usize = ETHERNET + 10;
 const UDP_SRC_PORT: usize = ETHERNET + 20;
+/// Where a probe carries its send time (TSC), in the UDP payload.
+const PROBE_STAMP: usize = ETHERNET + 28;
+
+/// Returned frames kept for reuse between rounds: one burst. The rest are freed as they come
+/// back, so the worker's TX rings never fill while a paced generator makes few frames.
+const REUSE_KEPT: usize = 32;
 
 /// The first subscriber address: 10.0.0.0, so a million subscribers fit in 10.0.0.0/12.
 pub const FIRST_ADDRESS: u32 = 0x0a00_0000;
@@ -77,6 +83,25 @@ pub struct Generator {
     burst: MbufBuffer<64>,
     back: MbufBuffer<64>,
     template: [u8; FRAME_BYTES],
+    probe: Option<Probe>,
+    pace: Option<Pace>,
+}
+
+/// An offered rate: frames are made only as time allows.
+struct Pace {
+    start: u64,
+    frames_per_cycle: f64,
+    made: u64,
+}
+
+/// A sparse probe flow through the loaded worker: one frame to its own subscriber every
+/// `interval` TSC cycles, stamped with its send time.
+struct Probe {
+    subscriber: u32,
+    interval: u64,
+    next: u64,
+    /// One-way delays seen, TSC cycles.
+    delays: Vec<u64>,
 }
 
 impl Generator {
@@ -91,7 +116,40 @@ impl Generator {
             burst: MbufBuffer::new(),
             back: MbufBuffer::new(),
             template: template(),
+            probe: None,
+            pace: None,
         }
+    }
+
+    /// Offers `frames_per_second` at most (at the TSC rate `hz`), instead of as many as the
+    /// worker takes.
+    pub fn paced(mut self, frames_per_second: f64, hz: u64) -> Generator {
+        self.pace = Some(Pace {
+            start: tsc(),
+            frames_per_cycle: frames_per_second / hz as f64,
+            made: 0,
+        });
+        self
+    }
+
+    /// Adds a probe flow to `subscriber` (outside the generated ones), one frame every
+    /// `interval` TSC cycles.
+    pub fn with_probe(mut self, subscriber: u32, interval: u64) -> Generator {
+        self.probe = Some(Probe {
+            subscriber,
+            interval,
+            next: tsc(),
+            delays: Vec::with_capacity(1 << 20),
+        });
+        self
+    }
+
+    /// The probe's delays so far (TSC cycles), emptied.
+    pub fn take_probe_delays(&mut self) -> Vec<u64> {
+        self.probe
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.delays))
+            .unwrap_or_default()
     }
 
     /// One round: takes back what the worker sent on `access`, readdresses it (or allocates
@@ -99,10 +157,43 @@ impl Generator {
     #[inline]
     pub fn round(&mut self, core: &mut RingPortEnds, access: &mut RingPortEnds) -> Generated {
         let mut done = Generated::default();
+        // Everything the worker sent is taken off its TX rings at once, so the worker never
+        // waits for the generator: what is not reused this round is kept up to a burst and
+        // the rest freed.
         for collect in access.collect.iter_mut().chain(core.collect.iter_mut()) {
-            done.returned += collect.receive(&mut self.back, 64) as u64;
+            loop {
+                // Room first: frames kept for reuse beyond one burst are freed.
+                while self.back.len() > REUSE_KEPT {
+                    drop(self.back.pop());
+                }
+                let before = self.back.len();
+                let n = collect.receive(&mut self.back, 64);
+                done.returned += n as u64;
+                if let Some(probe) = &mut self.probe {
+                    let now = tsc();
+                    let address = subscriber_address(probe.subscriber);
+                    for m in self.back.iter().skip(before) {
+                        let d = m.data();
+                        if d.len() >= PROBE_STAMP + 8 && d[IP_DST..IP_DST + 4] == address {
+                            let sent = u64::from_be_bytes(
+                                d[PROBE_STAMP..PROBE_STAMP + 8].try_into().expect("8 bytes"),
+                            );
+                            probe.delays.push(now.saturating_sub(sent));
+                        }
+                    }
+                }
+                if n == 0 || collect.is_empty() {
+                    break;
+                }
+            }
         }
-        while self.burst.spare() > 0 {
+        let mut room = self.burst.spare();
+        if let Some(pace) = &mut self.pace {
+            let due = ((tsc() - pace.start) as f64 * pace.frames_per_cycle) as u64;
+            room = room.min(due.saturating_sub(pace.made) as usize);
+            pace.made += room as u64;
+        }
+        for _ in 0..room {
             let mut m = match self.back.pop() {
                 Some(m) => m,
                 None => match Mbuf::from_bytes(self.pool, &self.template) {
@@ -110,12 +201,24 @@ impl Generator {
                     None => break,
                 },
             };
-            let s = (self.next % u64::from(self.subscribers)) as u32;
-            let flow = ((self.next / u64::from(self.subscribers)) % u64::from(self.flows)) as u32;
-            self.next += 1;
             let data = m.data_mut();
             data.copy_from_slice(&self.template[..data.len().min(FRAME_BYTES)]);
-            address(data, s, flow);
+            match &mut self.probe {
+                Some(probe) if tsc() >= probe.next => {
+                    // From now, not from when it was due: a late round never sends a burst
+                    // of probes.
+                    probe.next = tsc() + probe.interval;
+                    address(data, probe.subscriber, 0);
+                    data[PROBE_STAMP..PROBE_STAMP + 8].copy_from_slice(&tsc().to_be_bytes());
+                }
+                _ => {
+                    let s = (self.next % u64::from(self.subscribers)) as u32;
+                    let flow =
+                        ((self.next / u64::from(self.subscribers)) % u64::from(self.flows)) as u32;
+                    self.next += 1;
+                    address(data, s, flow);
+                }
+            }
             self.burst.push(m).expect("room checked");
         }
         // What the ring refuses stays in the burst and goes first next round.

@@ -36,6 +36,8 @@ const SHAPED_VS_BRIDGE_TARGET: f64 = 0.25;
 const SHAPED_SCALE_TARGET: f64 = 0.80;
 /// An idle subscriber, both directions: at most this many bytes (issue 6).
 const IDLE_SUBSCRIBER_BYTES_TARGET: f64 = 4096.0;
+/// The load of the latency case, as a share of the shaped case's throughput.
+const LATENCY_LOAD: f64 = 0.5;
 /// A million idle subscribers: at most this many GiB (issue 4).
 const MILLION_IDLE_GIB_TARGET: f64 = 4.0;
 
@@ -102,6 +104,9 @@ struct CaseResult {
     /// Frames dropped per second by reason, millions (reasons that happened).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     drops_mpps: std::collections::BTreeMap<&'static str, f64>,
+    /// One-way delay of a sparse probe flow through the loaded worker (cases with a probe).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probe_latency_us: Option<shaped::Percentiles>,
 }
 
 #[derive(Debug, Serialize)]
@@ -390,6 +395,12 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
             m.setup_seconds,
             m.memory_bytes as f64 / 1e6,
         );
+        if let Some(p) = &m.result.probe_latency_us {
+            println!(
+                "  {:<15} sparse probe through the loaded worker: p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us ({} probes)",
+                "", p.p50, p.p99, p.p999, p.max, p.samples
+            );
+        }
         m
     };
     let mut cases = Vec::new();
@@ -399,6 +410,8 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
             subscribers: 1,
             flows: 1,
             shaping: shaped::Shaping::Off,
+            probe: false,
+            offered: None,
         },
         None,
     );
@@ -417,6 +430,8 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
                 subscribers: n,
                 flows: 1,
                 shaping: shaped::Shaping::Unlimited,
+                probe: false,
+                offered: None,
             },
             None,
         );
@@ -426,6 +441,8 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
                 subscribers: n,
                 flows: 1,
                 shaping: shaped::Shaping::Rate(rate_for(unlimited.result.mpps, n, 0.25)),
+                probe: false,
+                offered: None,
             },
             Some("(calibrating)"),
         );
@@ -439,11 +456,32 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
                     n,
                     shaped::SHAPED_SHARE,
                 )),
+                probe: false,
+                offered: None,
             },
             None,
         );
         record(&shaped);
         shaped_mpps.insert(n, shaped.result.mpps);
+    }
+    // Latency through a loaded worker: the shaped case's rates, offered at half of what the
+    // worker took in there (an overloaded worker's latency is its RX ring's, not its own).
+    if let (Some(&n), Some(&base)) = (
+        sweep.iter().find(|&&n| n == 10_000).or(sweep.first()),
+        calibrated.get(&10_000).or(calibrated.values().next()),
+    ) {
+        let offered = LATENCY_LOAD * shaped_mpps.get(&n).copied().unwrap_or(base) * 1e6;
+        let m = run(
+            shaped::Case {
+                subscribers: n,
+                flows: 1,
+                shaping: shaped::Shaping::Rate(rate_for(base, n, shaped::SHAPED_SHARE)),
+                probe: true,
+                offered: Some(offered),
+            },
+            None,
+        );
+        record(&m);
     }
     for &flows in &flow_sweep {
         let n = 10_000;
@@ -456,6 +494,8 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
                 subscribers: n,
                 flows,
                 shaping: shaped::Shaping::Rate(rate_for(base, n, shaped::SHAPED_SHARE)),
+                probe: false,
+                offered: None,
             },
             None,
         );
@@ -656,6 +696,7 @@ impl Bridge {
                 seconds: elapsed,
                 tx_mpps: None,
                 drops_mpps: Default::default(),
+                probe_latency_us: None,
             };
             println!(
                 "  round {}: bridge {:.2} Mpps, {:.1} cycles/packet",
@@ -739,5 +780,6 @@ fn run_testpmd(binary: &str, worker_core: usize, seconds: f64) -> Option<CaseRes
         seconds: per_period.len() as f64,
         tx_mpps: None,
         drops_mpps: Default::default(),
+        probe_latency_us: None,
     })
 }

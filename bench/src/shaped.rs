@@ -9,6 +9,9 @@
 //!   timer wheel, and what exceeds the rates is dropped by the AQM, CAKE's memory limit or
 //!   the worker's budget (the worst case: every subscriber saturated at once). The drops per
 //!   second printed with the case show that the rates bound.
+//! - `shaped_paced`: the `shaped` rates with the load offered at a set rate below what the
+//!   worker can take (half), and a sparse probe flow whose one-way delay through the worker
+//!   is reported as percentiles.
 //! - `bridge_ring`: the same worker and ring ports with no subscriber (forwarding only), to
 //!   show what the generator can feed.
 
@@ -54,7 +57,17 @@ pub struct Case {
     pub subscribers: u32,
     pub flows: u32,
     pub shaping: Shaping,
+    /// Adds a sparse probe flow (one 64-byte frame every [`PROBE_INTERVAL_US`]) to a
+    /// subscriber of its own, and reports its one-way delay through the loaded worker.
+    pub probe: bool,
+    /// Frames per second offered; `None` offers as many as the worker takes.
+    pub offered: Option<f64>,
 }
+
+/// Time between two probe frames, microseconds.
+pub const PROBE_INTERVAL_US: u64 = 100;
+/// The probe's load: one 64-byte frame per interval.
+const PROBE_BYTES_PER_SECOND: u64 = FRAME_BYTES as u64 * 1_000_000 / PROBE_INTERVAL_US;
 
 /// What a case measured beyond the common result.
 #[derive(Debug, Clone)]
@@ -193,15 +206,33 @@ pub fn run(
     let mut worker = Worker::new(pairs, &published, hz);
     if case.shaping != Shaping::Off {
         let flow_pool = case.subscribers as usize * case.flows as usize + 4096;
-        worker = worker.with_shaping(
-            setup(case.subscribers, case.shaping, flow_pool),
-            no_handoff(),
+        // The probe's subscriber is one more, after the generated ones, with a rate ten times
+        // its load: shaped like the others, never held back by its own shaper.
+        let mut setup = setup(
+            case.subscribers + u32::from(case.probe),
+            case.shaping,
+            flow_pool,
         );
+        if case.probe {
+            let probe = setup
+                .subscribers
+                .last_mut()
+                .expect("the probe's subscriber");
+            probe.download.bandwidth = Some(10 * PROBE_BYTES_PER_SECOND);
+        }
+        worker = worker.with_shaping(setup, no_handoff());
     }
     let setup_seconds = setup_started.elapsed().as_secs_f64();
     let memory_bytes = resident_bytes().saturating_sub(memory_before);
 
     let mut generator = Generator::new(pool, case.subscribers, case.flows);
+    if let Some(fps) = case.offered {
+        generator = generator.paced(fps, hz);
+    }
+    if case.probe {
+        generator = generator.with_probe(case.subscribers, hz * PROBE_INTERVAL_US / 1_000_000);
+    }
+    let mut probe_delays = Vec::new();
     let stop = AtomicBool::new(false);
     let (c0, c1, elapsed) = std::thread::scope(|scope| {
         let runner = scope.spawn(|| {
@@ -223,6 +254,8 @@ pub fn run(
             if c0.is_none() && now >= window_start {
                 c0 = Some(published.read());
                 t0 = Instant::now();
+                // Probes of the warm-up are not counted.
+                generator.take_probe_delays();
             }
             if now >= window_end {
                 break;
@@ -231,7 +264,11 @@ pub fn run(
         // The worker publishes every millisecond: wait for one after the window.
         std::thread::sleep(std::time::Duration::from_millis(2));
         let c1 = published.read();
+        if std::env::var_os("DBG").is_some() && case.offered.is_some() {
+            eprintln!("c0 {:?}\nc1 {c1:?}", c0);
+        }
         let elapsed = t0.elapsed().as_secs_f64();
+        probe_delays = generator.take_probe_delays();
         stop.store(true, Ordering::Relaxed);
         runner.join().expect("worker");
         (c0.expect("the window started"), c1, elapsed)
@@ -239,7 +276,11 @@ pub fn run(
     drop(worker);
     drop(ends);
     drop(rig);
-    measured(case, c0, c1, elapsed, memory_bytes, setup_seconds)
+    let mut m = measured(case, c0, c1, elapsed, memory_bytes, setup_seconds);
+    if case.probe {
+        m.result.probe_latency_us = Some(Percentiles::of(&mut probe_delays, hz));
+    }
+    m
 }
 
 fn measured(
@@ -253,10 +294,11 @@ fn measured(
     let rx = c1.rx_packets - c0.rx_packets;
     let tx = c1.tx_packets - c0.tx_packets;
     let mpps = rx as f64 / elapsed / 1e6;
-    let name = match case.shaping {
-        Shaping::Off => "bridge_ring",
-        Shaping::Unlimited => "cake_unlimited",
-        Shaping::Rate(_) => "shaped",
+    let name = match (case.shaping, case.offered) {
+        (Shaping::Off, _) => "bridge_ring",
+        (Shaping::Unlimited, _) => "cake_unlimited",
+        (Shaping::Rate(_), None) => "shaped",
+        (Shaping::Rate(_), Some(_)) => "shaped_paced",
     };
     let drops = DropReason::ALL
         .iter()
@@ -285,6 +327,7 @@ fn measured(
             seconds: elapsed,
             tx_mpps: Some(tx as f64 / elapsed / 1e6),
             drops_mpps: drops,
+            probe_latency_us: None,
         },
         memory_bytes,
         setup_seconds,
@@ -336,5 +379,35 @@ pub fn setup(n: u32, shaping: Shaping, flow_pool: usize) -> ShapingSetup {
         seed: 1,
         gauges: instance_gauges(slots),
         default_class: [None, None],
+    }
+}
+
+/// Percentiles of the probe's one-way delay through the worker, microseconds.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Percentiles {
+    pub samples: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// From delays in TSC cycles at `hz`.
+    fn of(delays: &mut [u64], hz: u64) -> Percentiles {
+        delays.sort_unstable();
+        let us = |c: u64| c as f64 * 1e6 / hz as f64;
+        let at = |p: f64| {
+            delays
+                .get(((delays.len().max(1) - 1) as f64 * p).round() as usize)
+                .map_or(f64::NAN, |&c| us(c))
+        };
+        Percentiles {
+            samples: delays.len(),
+            p50: at(0.5),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: delays.last().map_or(f64::NAN, |&c| us(c)),
+        }
     }
 }

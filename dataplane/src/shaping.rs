@@ -296,6 +296,17 @@ impl ReadyQueue {
         self.len += 1;
     }
 
+    /// Queues `id` ahead of every other unless it is already queued.
+    #[inline]
+    pub fn push_front(&mut self, id: u32) {
+        if std::mem::replace(&mut self.queued[id as usize], true) {
+            return;
+        }
+        self.head = (self.head + self.ring.len() - 1) % self.ring.len();
+        self.ring[self.head] = id;
+        self.len += 1;
+    }
+
     /// Takes the oldest.
     #[inline]
     pub fn pop(&mut self) -> Option<u32> {
@@ -342,5 +353,22 @@ mod tests {
             [0, 3, 2, 1]
         );
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn an_instance_pushed_to_the_front_is_served_first_and_still_once() {
+        let mut q = ReadyQueue::new(4);
+        q.push(1);
+        q.push(2);
+        q.push_front(3);
+        q.push_front(2);
+        q.push(3);
+        assert_eq!(
+            std::iter::from_fn(|| q.pop()).collect::<Vec<_>>(),
+            [3, 1, 2]
+        );
+        q.push_front(0);
+        q.push(1);
+        assert_eq!(std::iter::from_fn(|| q.pop()).collect::<Vec<_>>(), [0, 1]);
     }
 }

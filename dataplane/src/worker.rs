@@ -870,7 +870,12 @@ impl Shaper {
         self.fattest.set(id, after);
         counters.queued = counters.queued + u64::from(after) - u64::from(before);
         if before == 0 && after > 0 {
-            self.ready.push(id);
+            // A subscriber whose queue was empty is served ahead of the backlogged ones, as
+            // CAKE serves a new flow ahead of the bulk rotation: its first frame must not wait
+            // for every due subscriber of the worker. It goes back to the tail after one
+            // service, so the rest never wait more than a service per newly active one.
+            self.wheel.cancel(id);
+            self.ready.push_front(id);
         }
     }
 

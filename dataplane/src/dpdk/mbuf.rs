@@ -251,6 +251,15 @@ impl<const N: usize> MbufBuffer<N> {
         Some(unsafe { Mbuf::from_raw(raw) })
     }
 
+    /// The held mbufs, oldest first, to look at.
+    pub fn iter(&self) -> impl Iterator<Item = &Mbuf> + '_ {
+        // SAFETY: slots[head..tail] hold owned, valid mbufs; `Mbuf` is a transparent wrapper
+        // of the pointer, and the borrow of self keeps them in the buffer meanwhile.
+        self.slots[self.head..self.tail]
+            .iter()
+            .map(|raw| unsafe { &*(raw as *const *mut dpdk_sys::rte_mbuf).cast::<Mbuf>() })
+    }
+
     /// Moves the held mbufs to the start of the array so `spare()` slots follow them.
     #[inline]
     fn make_tail_room(&mut self) {

@@ -15,6 +15,7 @@
 //!   meanwhile against the rate without changes.
 
 use crate::generator::Generator;
+use crate::run_pinned;
 use crate::shaped::{no_handoff, subscribers, Rig, Shaping, QUEUED_BUDGET, RING_FRAMES};
 use sheetcake_cake::{Cake, CakeConfig, InstanceSetup};
 use sheetcake_dataplane::dpdk::{tsc, Eal, Mempool};
@@ -109,14 +110,7 @@ pub fn load_seconds(eal: &'static Eal, hz: u64, pool: Mempool, worker_core: usiz
     let mut worker = Worker::new(rig.pairs(), &published, hz).with_shaping(setup, no_handoff());
     let stop = AtomicBool::new(false);
     let seconds = std::thread::scope(|scope| {
-        let runner = scope.spawn(|| {
-            assert!(
-                core_affinity::set_for_current(core_affinity::CoreId { id: worker_core }),
-                "cannot pin the worker to core {worker_core}"
-            );
-            let _lcore = eal.register_thread().unwrap_or_else(|e| panic!("{e}"));
-            worker.run(&stop);
-        });
+        let runner = scope.spawn(|| run_pinned(eal, worker_core, &mut worker, &stop));
         let started = Instant::now();
         let config = CakeConfig {
             bandwidth: Some(RATE),
@@ -179,14 +173,7 @@ pub fn changes(
     let stop = AtomicBool::new(false);
     let window = (seconds * hz as f64) as u64;
     let result = std::thread::scope(|scope| {
-        let runner = scope.spawn(|| {
-            assert!(
-                core_affinity::set_for_current(core_affinity::CoreId { id: worker_core }),
-                "cannot pin the worker to core {worker_core}"
-            );
-            let _lcore = eal.register_thread().unwrap_or_else(|e| panic!("{e}"));
-            worker.run(&stop);
-        });
+        let runner = scope.spawn(|| run_pinned(eal, worker_core, &mut worker, &stop));
         let mut feed_until = |until: u64, mut each_round: Box<dyn FnMut(u64) + '_>| {
             while tsc() < until {
                 generator.round(&mut ends.core, &mut ends.access);

@@ -549,6 +549,17 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
     }
 }
 
+/// Runs `worker` on `core` (pinned, registered as a DPDK lcore) until `stop` is set: how every
+/// case runs the worker.
+fn run_pinned(eal: &'static Eal, core: usize, worker: &mut Worker<'_, '_>, stop: &AtomicBool) {
+    assert!(
+        core_affinity::set_for_current(core_affinity::CoreId { id: core }),
+        "cannot pin the worker to core {core}"
+    );
+    let _lcore = eal.register_thread().unwrap_or_else(|e| panic!("{e}"));
+    worker.run(stop);
+}
+
 fn print_table(cases: &[CaseResult]) {
     println!(
         "  {:<12} {:>7} {:>9} {:>10} {:>9} {:>12}",
@@ -660,14 +671,8 @@ impl Bridge {
         for round in 0..rounds {
             let stop = AtomicBool::new(false);
             let (packets, cycles_per_packet, elapsed) = std::thread::scope(|scope| {
-                let runner = scope.spawn(|| {
-                    assert!(
-                        core_affinity::set_for_current(core_affinity::CoreId { id: worker_core }),
-                        "cannot pin the worker to core {worker_core}"
-                    );
-                    let _lcore = self.eal.register_thread().unwrap_or_else(|e| panic!("{e}"));
-                    worker.run(&stop);
-                });
+                let eal = self.eal;
+                let runner = scope.spawn(|| run_pinned(eal, worker_core, &mut worker, &stop));
                 // Warm-up, then the measured window.
                 std::thread::sleep(Duration::from_secs(1));
                 let c0 = published.read();

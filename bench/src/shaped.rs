@@ -16,6 +16,7 @@
 //!   show what the generator can feed.
 
 use crate::generator::{subscriber_address, Generator, FRAME_BYTES};
+use crate::run_pinned;
 use crate::CaseResult;
 use sheetcake_cake::CakeConfig;
 use sheetcake_dataplane::classify::{AddressTable, Prefix, SubscriberSlot};
@@ -235,14 +236,7 @@ pub fn run(
     let mut probe_delays = Vec::new();
     let stop = AtomicBool::new(false);
     let (c0, c1, elapsed) = std::thread::scope(|scope| {
-        let runner = scope.spawn(|| {
-            assert!(
-                core_affinity::set_for_current(core_affinity::CoreId { id: worker_core }),
-                "cannot pin the worker to core {worker_core}"
-            );
-            let _lcore = eal.register_thread().unwrap_or_else(|e| panic!("{e}"));
-            worker.run(&stop);
-        });
+        let runner = scope.spawn(|| run_pinned(eal, worker_core, &mut worker, &stop));
         let start = tsc();
         let window_start = start + hz;
         let window_end = window_start + (seconds * hz as f64) as u64;

@@ -3,9 +3,7 @@
 //! still passes unshaped, immediately, never queued.
 
 use sheetcake_cake::CakeConfig;
-use sheetcake_dataplane::dpdk::{
-    tsc_hz, Mbuf, MbufBuffer, Mempool, MempoolConfig, PortConfig, RingPort,
-};
+use sheetcake_dataplane::dpdk::{Mbuf, MbufBuffer};
 use sheetcake_dataplane::shaping::{instance_gauges, ControlChannel, Owner};
 use sheetcake_dataplane::worker::{Handoff, PublishedCounters, ShapingSetup, Worker};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{eal, frame, tables, worker_pairs};
+use common::{frame, tables, worker_pairs, Rig};
 
 const RATE_BYTES_PER_SECOND: u64 = 10_000_000 / 8;
 /// A burst the class drains in 80 ms: less than COBALT's 100 ms interval above target, so the
@@ -33,28 +31,15 @@ fn arp() -> Vec<u8> {
 
 #[test]
 fn unknown_unicast_is_shaped_by_the_default_class_and_network_traffic_is_not() {
-    let eal = eal("sc-default-class-test", "0");
-    let hz = tsc_hz(eal);
-    let pool = Mempool::new(
+    let Rig {
         eal,
-        &MempoolConfig {
-            name: "default_class_mbufs".into(),
-            mbufs: 4095,
-            cache: 0,
-            data_room: 2176,
-        },
-    )
-    .expect("pool");
-    let config = PortConfig {
-        rx_queues: 1,
-        tx_queues: 1,
-        rx_descriptors: 1024,
-        tx_descriptors: 1024,
-        mtu: 1500,
-        rss_hash: 0,
-    };
-    let (core, mut core_ends) = RingPort::start(eal, "dc_core", 1024, &config, pool).unwrap();
-    let (access, mut access_ends) = RingPort::start(eal, "dc_access", 1024, &config, pool).unwrap();
+        hz,
+        pool,
+        core,
+        mut core_ends,
+        access,
+        mut access_ends,
+    } = Rig::new("dc", "0", 4095, 1);
     // One subscriber exists, so the worker classifies; the frames below are nobody's.
     let tables = Arc::new(tables(&[(
         [10, 97, 0, 1],

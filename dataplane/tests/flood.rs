@@ -10,16 +10,14 @@
 //! refused with the flood) and every buffer comes back.
 
 use sheetcake_cake::{CakeConfig, InstanceSetup};
-use sheetcake_dataplane::dpdk::{
-    tsc, tsc_hz, Mbuf, MbufBuffer, Mempool, MempoolConfig, PortConfig, RingPort,
-};
+use sheetcake_dataplane::dpdk::{tsc, Mbuf, MbufBuffer};
 use sheetcake_dataplane::shaping::{instance_gauges, ControlChannel, LocalSubscriber, Owner};
 use sheetcake_dataplane::worker::{DropReason, Handoff, PublishedCounters, ShapingSetup, Worker};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 mod common;
-use common::{eal, frame, tables, worker_pairs};
+use common::{frame, tables, worker_pairs, Rig};
 
 const FLOODED: [u8; 4] = [10, 99, 0, 1];
 const QUIET: [u8; 4] = [10, 99, 0, 2];
@@ -48,29 +46,15 @@ struct Phase {
 #[test]
 fn a_10_gbit_flood_at_one_subscriber_costs_another_no_probe_and_no_delay() {
     // The worker gets core 1 (below); the generator, this thread, keeps core 0.
-    let eal = eal("sc-flood-test", "0");
-    let hz = tsc_hz(eal);
-    let pool = Mempool::new(
+    let Rig {
         eal,
-        &MempoolConfig {
-            name: "flood_mbufs".into(),
-            mbufs: 16383,
-            cache: 0,
-            data_room: 2176,
-        },
-    )
-    .expect("pool");
-    let config = PortConfig {
-        rx_queues: 1,
-        tx_queues: 1,
-        rx_descriptors: 1024,
-        tx_descriptors: 1024,
-        mtu: 1500,
-        rss_hash: 0,
-    };
-    let (core, mut core_ends) = RingPort::start(eal, "flood_core", 1024, &config, pool).unwrap();
-    let (access, mut access_ends) =
-        RingPort::start(eal, "flood_access", 1024, &config, pool).unwrap();
+        hz,
+        pool,
+        core,
+        mut core_ends,
+        access,
+        mut access_ends,
+    } = Rig::new("flood", "0", 16383, 1);
 
     let tables = Arc::new(tables(&[
         (

@@ -5,9 +5,7 @@
 //! frame, with order kept per path, and every buffer comes back.
 
 use sheetcake_cake::CakeConfig;
-use sheetcake_dataplane::dpdk::{
-    mbuf_ring, tsc_hz, Mbuf, MbufBuffer, Mempool, MempoolConfig, PortConfig, RingPort,
-};
+use sheetcake_dataplane::dpdk::{mbuf_ring, Mbuf, MbufBuffer};
 use sheetcake_dataplane::shaping::{instance_gauges, ControlChannel, LocalSubscriber, Owner};
 use sheetcake_dataplane::worker::{
     Handoff, PublishedCounters, ShapingSetup, Worker, WorkerCounters,
@@ -17,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{eal, frame, tables, worker_pairs};
+use common::{frame, tables, worker_pairs, Rig};
 
 /// Owned by worker 1.
 const OF_WORKER_1: [u8; 4] = [10, 98, 0, 1];
@@ -31,28 +29,15 @@ const FRAMES: u32 = 200;
 #[test]
 fn frames_reach_their_owner_directly_or_through_the_handoff_ring_and_leave_by_its_queue() {
     // Both threads of workers and this one may use both cores.
-    let eal = eal("sc-handoff-test", "0,1");
-    let hz = tsc_hz(eal);
-    let pool = Mempool::new(
+    let Rig {
         eal,
-        &MempoolConfig {
-            name: "handoff_mbufs".into(),
-            mbufs: 8191,
-            cache: 0,
-            data_room: 2176,
-        },
-    )
-    .expect("pool");
-    let config = PortConfig {
-        rx_queues: 2,
-        tx_queues: 2,
-        rx_descriptors: 1024,
-        tx_descriptors: 1024,
-        mtu: 1500,
-        rss_hash: 0,
-    };
-    let (core, mut core_ends) = RingPort::start(eal, "ho_core", 1024, &config, pool).unwrap();
-    let (access, mut access_ends) = RingPort::start(eal, "ho_access", 1024, &config, pool).unwrap();
+        hz,
+        pool,
+        core,
+        mut core_ends,
+        access,
+        mut access_ends,
+    } = Rig::new("ho", "0,1", 8191, 2);
     let owners = [
         (
             OF_WORKER_1,

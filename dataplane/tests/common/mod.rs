@@ -82,3 +82,56 @@ pub fn tables(subscribers: &[([u8; 4], Owner)]) -> SubscriberTables {
         owners: subscribers.iter().map(|(_, owner)| *owner).collect(),
     }
 }
+
+/// A test's DPDK side: the EAL, a pool of `mbufs` buffers, and a pair of ring ports with
+/// `queues` queue pairs each (1,024 frames per ring), with the test's ends of their rings.
+pub struct Rig {
+    pub eal: &'static Eal,
+    pub hz: u64,
+    pub pool: sheetcake_dataplane::dpdk::Mempool,
+    pub core: RingPort,
+    pub core_ends: sheetcake_dataplane::dpdk::RingPortEnds,
+    pub access: RingPort,
+    pub access_ends: sheetcake_dataplane::dpdk::RingPortEnds,
+}
+
+impl Rig {
+    /// Starts everything for test `name` (which also names the EAL's files), the main
+    /// thread's affinity on `cpus`.
+    pub fn new(name: &str, cpus: &str, mbufs: u32, queues: u16) -> Rig {
+        use sheetcake_dataplane::dpdk::{tsc_hz, Mempool, MempoolConfig, PortConfig};
+        let eal = eal(&format!("sc-{name}-test"), cpus);
+        let pool = Mempool::new(
+            eal,
+            &MempoolConfig {
+                name: format!("{name}_mbufs"),
+                mbufs,
+                cache: 0,
+                data_room: 2176,
+            },
+        )
+        .expect("pool");
+        let config = PortConfig {
+            rx_queues: queues,
+            tx_queues: queues,
+            rx_descriptors: 1024,
+            tx_descriptors: 1024,
+            mtu: 1500,
+            rss_hash: 0,
+        };
+        let start = |side: &str| {
+            RingPort::start(eal, &format!("{name}_{side}"), 1024, &config, pool).expect("ring port")
+        };
+        let (core, core_ends) = start("core");
+        let (access, access_ends) = start("access");
+        Rig {
+            eal,
+            hz: tsc_hz(eal),
+            pool,
+            core,
+            core_ends,
+            access,
+            access_ends,
+        }
+    }
+}

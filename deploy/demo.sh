@@ -96,7 +96,9 @@ sheetcake demo is starting. In another terminal, try:
   ip netns exec sc-sub3 iperf3 -c 10.77.0.1 -C cubic -R -P 4 -t 30 &
   ip netns exec sc-sub3 ping -c 20 10.77.0.1                      # hundreds of ms
 
-sheetcake prints a status line per port and per worker every 5 seconds. Ctrl-C stops it and
+sheetcake prints a status line per port and per worker every 5 seconds; from another shell,
+  kill -USR1 $(pidof sheetcake)
+prints each subscriber's CAKE statistics the way tc -s qdisc shows them. Ctrl-C stops it and
 removes the namespaces.
 
 EOT

@@ -15,6 +15,7 @@
 mod control;
 mod generator;
 mod machine;
+mod rte_sched;
 mod shaped;
 
 use clap::Parser;
@@ -32,6 +33,10 @@ const NULL_FRAME_BYTES: u64 = 64;
 const BRIDGE_VS_TESTPMD_TARGET: f64 = 0.90;
 /// Shaped at 10,000 subscribers: at least this share of the plain bridge's Mpps (issue 4).
 const SHAPED_VS_BRIDGE_TARGET: f64 = 0.25;
+/// Shaped at 10,000 subscribers: at least this many times `rte_sched` with 8,192 pipes (issue 6).
+const SHAPED_VS_RTE_SCHED_TARGET: f64 = 1.5;
+/// Pipes of the `rte_sched` case (a power of two, as rte_sched requires).
+const SCHED_PIPES: u32 = 8_192;
 /// Shaped at 1,000,000 subscribers: at least this share of the 1,000-subscriber figure.
 const SHAPED_SCALE_TARGET: f64 = 0.80;
 /// An idle subscriber, both directions: at most this many bytes (issue 6).
@@ -403,8 +408,9 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
         }
         m
     };
-    let mut cases = Vec::new();
-    let mut record = |m: &shaped::Measured| cases.push(m.result.clone());
+    let cases = std::cell::RefCell::new(Vec::new());
+    let record = |m: &shaped::Measured| cases.borrow_mut().push(m.result.clone());
+    let record_result = |c: CaseResult| cases.borrow_mut().push(c);
     let ring_bridge = run(
         shaped::Case {
             subscribers: 1,
@@ -464,6 +470,27 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
         record(&shaped);
         shaped_mpps.insert(n, shaped.result.mpps);
     }
+    // DPDK's own scheduler on the same frames and rates, one pipe per subscriber.
+    let mut sched_mpps = None;
+    if let Some(&base) = calibrated.get(&10_000) {
+        let rate = rate_for(base, 10_000, shaped::SHAPED_SHARE);
+        let c = rte_sched::run(eal, hz, pool, args.worker_core, SCHED_PIPES, rate, seconds);
+        println!(
+            "  {:<15} {:>8} pipes       x 1   flows  rx {:>6.2} Mpps  tx {:>6.2} Mpps  {:>6.1} cycles/packet  drops/s (M) [{}]",
+            c.case,
+            c.subscribers,
+            c.mpps,
+            c.tx_mpps.unwrap_or(0.0),
+            c.cycles_per_packet.unwrap_or(0.0),
+            c.drops_mpps
+                .iter()
+                .map(|(r, d)| format!("{r} {d:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        sched_mpps = Some(c.mpps);
+        record_result(c);
+    }
     // Latency through a loaded worker: the shaped case's rates, offered at half of what the
     // worker took in there (an overloaded worker's latency is its RX ring's, not its own).
     if let (Some(&n), Some(&base)) = (
@@ -511,6 +538,13 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
             s / bridge.mpps,
         ));
     }
+    if let (Some(&s), Some(r)) = (shaped_mpps.get(&10_000), sched_mpps) {
+        targets.push(Target::at_least(
+            "shaped Mpps at 10,000 subscribers / rte_sched Mpps at 8,192 pipes",
+            SHAPED_VS_RTE_SCHED_TARGET,
+            s / r,
+        ));
+    }
     if let (Some(&small), Some(&large)) = (shaped_mpps.get(&1_000), shaped_mpps.get(&1_000_000)) {
         targets.push(Target::at_least(
             "shaped Mpps at 1,000,000 subscribers / at 1,000",
@@ -536,7 +570,7 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
         ));
     }
     ShapingSuite {
-        cases,
+        cases: cases.into_inner(),
         memory: Some(Memory {
             idle_subscribers: u64::from(idle_subscribers),
             idle_bytes_per_subscriber: per_subscriber,

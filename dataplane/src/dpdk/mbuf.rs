@@ -139,6 +139,12 @@ impl Mbuf {
         std::mem::size_of::<dpdk_sys::rte_mbuf>() as u32 + u32::from(priv_size) + u32::from(buf_len)
     }
 
+    /// The raw pointer, for a DPDK call that reads or writes the mbuf while we keep it.
+    #[inline]
+    pub(crate) fn as_raw(&mut self) -> *mut dpdk_sys::rte_mbuf {
+        self.raw.as_ptr()
+    }
+
     /// Gives up ownership without freeing; the caller must hand the pointer to DPDK or rebuild
     /// the `Mbuf` with [`Mbuf::from_raw`].
     #[inline]

@@ -1,0 +1,179 @@
+//! The `rte_sched` case: DPDK's own hierarchical scheduler on the same ring ports, the same
+//! generated frames and the same per-subscriber rates as the `shaped` case, one pipe per
+//! subscriber. Its loop is what a DPDK application around `rte_sched` does (as DPDK's
+//! `qos_sched` example): receive a burst, parse each frame and look its subscriber up (the
+//! same parser and address table sheetcake uses, so classification costs the same), write the
+//! pipe into the mbuf, enqueue, dequeue what the token buckets allow, transmit.
+
+use crate::generator::{Generator, FRAME_BYTES};
+use crate::shaped::{subscribers, Rig, QUEUED_BUDGET, RING_FRAMES};
+use crate::CaseResult;
+use sheetcake_dataplane::dpdk::{tsc, Eal, MbufBuffer, Mempool, SchedConfig, SchedPort};
+use sheetcake_dataplane::shaping::SubscriberTables;
+use sheetcake_dataplane::worker::PortQueues;
+use sheetcake_parse::{parse_frame, Network};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// A pipe's token bucket: a few full-size frames of burst.
+const BUCKET_BYTES: u64 = 4 * 1_518;
+/// The port's rate: far above the pipes' sum, so the pipes alone bind.
+const PORT_RATE: u64 = 100_000_000_000 / 8;
+
+/// The loop's counters, stored by it, read by the measuring thread.
+#[derive(Default)]
+struct Counters {
+    rx: AtomicU64,
+    tx: AtomicU64,
+    kept: AtomicU64,
+    busy_cycles: AtomicU64,
+}
+
+/// The pipe of the subscriber a frame is for (its destination address), if any.
+#[inline]
+fn pipe_of(tables: &SubscriberTables, frame: &[u8]) -> Option<u32> {
+    let parsed = parse_frame(frame).ok()?;
+    let Network::Ipv4(h) = parsed.network else {
+        return None;
+    };
+    tables.addresses.lookup_v4(h.dst).map(|slot| slot.0)
+}
+
+/// The scheduler's loop on the worker's core: until `stop`.
+fn forward(
+    mut core: PortQueues<'_>,
+    mut access: PortQueues<'_>,
+    sched: &mut SchedPort,
+    tables: &SubscriberTables,
+    counters: &Counters,
+    stop: &AtomicBool,
+) {
+    let mut burst: MbufBuffer<32> = MbufBuffer::new();
+    let mut classified: MbufBuffer<32> = MbufBuffer::new();
+    let mut out: MbufBuffer<64> = MbufBuffer::new();
+    let (mut rx, mut tx, mut kept, mut busy) = (0u64, 0u64, 0u64, 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        let started = tsc();
+        let n = core.rx.rx_burst(&mut burst, 32);
+        while let Some(mut m) = burst.pop() {
+            // Every generated frame is a subscriber's; a stray one goes to the last pipe.
+            let pipe = pipe_of(tables, m.data()).unwrap_or(u32::MAX);
+            sched.classify(&mut m, pipe);
+            let _ = classified.push(m);
+        }
+        kept += sched.enqueue(&mut classified) as u64;
+        let got = sched.dequeue(&mut out, 32);
+        let sent = access.tx.tx_burst(&mut out);
+        rx += n as u64;
+        tx += sent as u64;
+        if n + got + sent > 0 {
+            busy += tsc() - started;
+        }
+        counters.rx.store(rx, Ordering::Relaxed);
+        counters.tx.store(tx, Ordering::Relaxed);
+        counters.kept.store(kept, Ordering::Relaxed);
+        counters.busy_cycles.store(busy, Ordering::Relaxed);
+    }
+    // What the TX ring refused at the end is freed with `out`.
+}
+
+/// Runs the case: `pipes` subscribers (a power of two) at `rate` bytes per second each, a
+/// warm-up second and `seconds` measured.
+pub fn run(
+    eal: &'static Eal,
+    hz: u64,
+    pool: Mempool,
+    worker_core: usize,
+    pipes: u32,
+    rate: u64,
+    seconds: f64,
+) -> CaseResult {
+    let (rig, mut ends) = Rig::new(eal, "sched", RING_FRAMES, pool);
+    let (tables, _) = subscribers(pipes, crate::shaped::Shaping::Rate(rate));
+    // The same buffer budget as sheetcake's worker: the pipes' queues together hold at most
+    // QUEUED_BUDGET frames (rte_sched has no budget of its own, and with its default 64 frames
+    // a queue, 8,192 pipes would hold the whole mempool and starve the generator).
+    let queue_frames = 1u16 << (QUEUED_BUDGET / u64::from(pipes)).max(1).ilog2().min(15);
+    let mut sched = SchedPort::new(
+        eal,
+        "bench_sched",
+        &SchedConfig {
+            port_rate: PORT_RATE,
+            pipes,
+            pipe_rate: rate,
+            queue_frames,
+            bucket_bytes: BUCKET_BYTES,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut generator = Generator::new(pool, pipes, 1);
+    let counters = Counters::default();
+    let stop = AtomicBool::new(false);
+    let [core, access] = rig.pairs().remove(0).ports;
+    let read = |c: &Counters| {
+        (
+            c.rx.load(Ordering::Relaxed),
+            c.tx.load(Ordering::Relaxed),
+            c.kept.load(Ordering::Relaxed),
+            c.busy_cycles.load(Ordering::Relaxed),
+        )
+    };
+    let (before, after, elapsed) = std::thread::scope(|scope| {
+        let (sched, tables, counters, stop) = (&mut sched, &tables, &counters, &stop);
+        let runner = scope.spawn(move || {
+            assert!(
+                core_affinity::set_for_current(core_affinity::CoreId { id: worker_core }),
+                "cannot pin the scheduler to core {worker_core}"
+            );
+            let _lcore = eal.register_thread().unwrap_or_else(|e| panic!("{e}"));
+            forward(core, access, sched, tables, counters, stop);
+        });
+        let window_start = tsc() + hz;
+        let window_end = window_start + (seconds * hz as f64) as u64;
+        let mut before = None;
+        let mut t0 = Instant::now();
+        while tsc() < window_end {
+            generator.round(&mut ends.core, &mut ends.access);
+            if before.is_none() && tsc() >= window_start {
+                before = Some(read(counters));
+                t0 = Instant::now();
+            }
+        }
+        let after = read(counters);
+        let elapsed = t0.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        runner.join().expect("scheduler");
+        (before.expect("the window started"), after, elapsed)
+    });
+    drop(sched);
+    drop(generator);
+    drop(ends);
+    drop(rig);
+    // rte_sched frees the frames it still queues when its port is freed: check it did.
+    if pool.in_use() != 0 {
+        eprintln!(
+            "  rte_sched: {} buffers did not come back to the pool",
+            pool.in_use()
+        );
+    }
+    let rx = after.0 - before.0;
+    let mpps = rx as f64 / elapsed / 1e6;
+    let dropped = rx.saturating_sub(after.2 - before.2);
+    CaseResult {
+        case: "rte_sched",
+        subscribers: u64::from(pipes),
+        flows_per_subscriber: 1,
+        packet_size: FRAME_BYTES as u64,
+        workers: 1,
+        mpps,
+        gbps: mpps * (FRAME_BYTES * 8) as f64 / 1e3,
+        cycles_per_packet: Some((after.3 - before.3) as f64 / rx.max(1) as f64),
+        seconds: elapsed,
+        tx_mpps: Some((after.1 - before.1) as f64 / elapsed / 1e6),
+        drops_mpps: [("queue_full", dropped as f64 / elapsed / 1e6)]
+            .into_iter()
+            .filter(|(_, d)| *d > 0.0)
+            .collect(),
+        probe_latency_us: None,
+    }
+}

@@ -1,24 +1,119 @@
 //! The traffic generator: frames for N subscribers times M flows, fed to a worker's ring ports
 //! from the benchmark's own core, with the worker's output recycled as the next frames.
 //!
-//! Frames are Ethernet + IPv4 + UDP, 64 bytes (the smallest Ethernet frame, without FCS:
-//! the most work per bit). Subscriber `s` is address `10.0.0.0 + s`, flow `f` its UDP
-//! source port `1024 + f`; frames go round the subscribers first, then the flows, so every
+//! Subscriber `s` is IPv4 `10.0.0.0 + s` and IPv6 `2001:db8:<s>::1` (in its /64); flow `f` is
+//! source port `1024 + f`. Frames go round the subscribers first, then the flows, so every
 //! subscriber receives one frame in `N` and every flow one in `N * M`. Download direction:
-//! frames enter the core port, and the subscriber is their destination.
+//! frames enter the core port, and the subscriber is their destination. A [`Traffic`] says
+//! what the frames look like: sizes (64 bytes, 1518, or IMIX: 7 x 64, 4 x 576, 1 x 1500 in
+//! every 12), IPv4 or IPv6, bare or under 802.1Q, QinQ or a PPPoE session header. Flows mix
+//! protocols and classes the way a subscriber's traffic does: flow `f % 4` is UDP best effort,
+//! TCP AF11, UDP EF (voice) and TCP CS1 (bulk); a single flow is UDP best effort.
 
 use sheetcake_dataplane::dpdk::{tsc, Mbuf, MbufBuffer, Mempool, RingPortEnds};
 
-/// Frame size, bytes.
+/// The smallest frame, bytes: the most work per bit.
 pub const FRAME_BYTES: usize = 64;
 
-/// Bytes of the Ethernet header, and where the IPv4 header's fields sit after it.
-const ETHERNET: usize = 14;
-const IP_DST: usize = ETHERNET + 16;
-const IP_CHECKSUM: usize = ETHERNET + 10;
-const UDP_SRC_PORT: usize = ETHERNET + 20;
-/// Where a probe carries its send time (TSC), in the UDP payload.
-const PROBE_STAMP: usize = ETHERNET + 28;
+/// Frame sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sizes {
+    /// 64 bytes (without FCS), or the headers plus a probe stamp where they need more.
+    Min,
+    /// 1518 bytes.
+    Max,
+    /// 7 x 64, 4 x 576, 1 x 1500 in every 12 frames.
+    Imix,
+}
+
+impl Sizes {
+    /// The size of the `k`th frame.
+    fn nth(self, k: u64) -> usize {
+        match self {
+            Sizes::Min => FRAME_BYTES,
+            Sizes::Max => 1518,
+            Sizes::Imix => match k % 12 {
+                0..=6 => 64,
+                7..=10 => 576,
+                _ => 1500,
+            },
+        }
+    }
+
+    /// The mean frame size, bytes.
+    pub fn mean(self) -> f64 {
+        (0..12).map(|k| self.nth(k) as f64).sum::<f64>() / 12.0
+    }
+}
+
+/// What wraps the IP header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encap {
+    Bare,
+    Vlan,
+    QinQ,
+    Pppoe,
+}
+
+/// What the generated frames look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    pub sizes: Sizes,
+    pub ipv6: bool,
+    pub encap: Encap,
+}
+
+impl Traffic {
+    /// 64-byte IPv4 frames, no tags: the default of every case.
+    pub const MIN_IPV4: Traffic = Traffic {
+        sizes: Sizes::Min,
+        ipv6: false,
+        encap: Encap::Bare,
+    };
+
+    /// A short name for tables: "ipv4", "ipv6 qinq", "ipv4 pppoe" and so on.
+    pub fn name(&self) -> String {
+        let ip = if self.ipv6 { "ipv6" } else { "ipv4" };
+        match self.encap {
+            Encap::Bare => ip.into(),
+            Encap::Vlan => format!("{ip} vlan"),
+            Encap::QinQ => format!("{ip} qinq"),
+            Encap::Pppoe => format!("{ip} pppoe"),
+        }
+    }
+
+    /// Bytes before the IP header.
+    fn l2_len(&self) -> usize {
+        14 + match self.encap {
+            Encap::Bare => 0,
+            Encap::Vlan => 4,
+            Encap::QinQ => 8,
+            Encap::Pppoe => 8,
+        }
+    }
+
+    fn ip_len(&self) -> usize {
+        if self.ipv6 {
+            40
+        } else {
+            20
+        }
+    }
+
+    /// Where the destination address sits, and how long it is.
+    fn dst(&self) -> (usize, usize) {
+        if self.ipv6 {
+            (self.l2_len() + 24, 16)
+        } else {
+            (self.l2_len() + 16, 4)
+        }
+    }
+
+    /// Where a probe carries its send time: past the largest transport header.
+    fn stamp(&self) -> usize {
+        self.l2_len() + self.ip_len() + 20
+    }
+}
 
 /// Returned frames kept for reuse between rounds: one burst. The rest are freed as they come
 /// back, so the worker's TX rings never fill while a paced generator makes few frames.
@@ -27,42 +122,123 @@ const REUSE_KEPT: usize = 32;
 /// The first subscriber address: 10.0.0.0, so a million subscribers fit in 10.0.0.0/12.
 pub const FIRST_ADDRESS: u32 = 0x0a00_0000;
 
-/// The address of subscriber `s`.
+/// Subscriber `s`'s IPv4 address.
 pub fn subscriber_address(s: u32) -> [u8; 4] {
     (FIRST_ADDRESS + s).to_be_bytes()
 }
 
-/// The template every frame starts from: addresses and port filled in per frame.
-fn template() -> [u8; FRAME_BYTES] {
-    let mut f = [0u8; FRAME_BYTES];
-    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
-    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    let ip = &mut f[ETHERNET..ETHERNET + 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&((FRAME_BYTES - ETHERNET) as u16).to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&[192, 0, 2, 1]);
-    let udp = &mut f[UDP_SRC_PORT..UDP_SRC_PORT + 8];
-    udp[2..4].copy_from_slice(&9u16.to_be_bytes());
-    udp[4..6].copy_from_slice(&((FRAME_BYTES - ETHERNET - 20) as u16).to_be_bytes());
-    f
+/// Subscriber `s`'s IPv6 /64 prefix (its address there is `::1`).
+pub fn subscriber_prefix_v6(s: u32) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    a[4..8].copy_from_slice(&s.to_be_bytes());
+    a
 }
 
-/// Writes subscriber `s`'s address and flow `flow`'s port into `frame`, with a valid header
-/// checksum.
-fn address(frame: &mut [u8], s: u32, flow: u32) {
-    frame[IP_DST..IP_DST + 4].copy_from_slice(&subscriber_address(s));
-    frame[UDP_SRC_PORT..UDP_SRC_PORT + 2].copy_from_slice(&((1024 + flow) as u16).to_be_bytes());
-    frame[IP_CHECKSUM..IP_CHECKSUM + 2].copy_from_slice(&[0, 0]);
-    let sum: u32 = frame[ETHERNET..ETHERNET + 20]
-        .chunks_exact(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
-    frame[IP_CHECKSUM..IP_CHECKSUM + 2].copy_from_slice(&sum.to_be_bytes());
+/// Flow `f`'s transport protocol and DSCP (see the module documentation).
+fn flow_class(flow: u32) -> (u8, u8) {
+    match flow % 4 {
+        0 => (17, 0),
+        1 => (6, 10),
+        2 => (17, 46),
+        _ => (6, 8),
+    }
+}
+
+/// Writes a whole frame of `traffic`'s shape into `f` (already `len` bytes long): subscriber
+/// `s`, flow `flow`, and a send time when it is a probe.
+fn write_frame(f: &mut [u8], traffic: &Traffic, s: u32, flow: u32, stamp: Option<u64>) {
+    let len = f.len();
+    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+    let ether_ip: [u8; 2] = if traffic.ipv6 {
+        [0x86, 0xdd]
+    } else {
+        [0x08, 0x00]
+    };
+    let mut at = 12;
+    match traffic.encap {
+        Encap::Bare => {}
+        Encap::Vlan => {
+            f[12..16].copy_from_slice(&[0x81, 0x00, 0x00, 100]);
+            at = 16;
+        }
+        Encap::QinQ => {
+            f[12..20].copy_from_slice(&[0x88, 0xa8, 0x00, 10, 0x81, 0x00, 0x00, 100]);
+            at = 20;
+        }
+        Encap::Pppoe => {}
+    }
+    if traffic.encap == Encap::Pppoe {
+        // Session stage: version/type 0x11, code 0, session id, length (PPP protocol + IP).
+        let ppp_len = (len - 14 - 6) as u16;
+        f[12..14].copy_from_slice(&[0x88, 0x64]);
+        f[14..16].copy_from_slice(&[0x11, 0x00]);
+        f[16..18].copy_from_slice(&(s as u16).to_be_bytes());
+        f[18..20].copy_from_slice(&ppp_len.to_be_bytes());
+        f[20..22].copy_from_slice(if traffic.ipv6 {
+            &[0x00, 0x57]
+        } else {
+            &[0x00, 0x21]
+        });
+    } else {
+        f[at..at + 2].copy_from_slice(&ether_ip);
+    }
+    let ip = traffic.l2_len();
+    let l4 = ip + traffic.ip_len();
+    let (protocol, dscp) = flow_class(flow);
+    let payload = (len - l4) as u16;
+    if traffic.ipv6 {
+        let h = &mut f[ip..l4];
+        h[0] = 0x60 | (dscp >> 2);
+        h[1] = dscp << 6;
+        h[2..4].copy_from_slice(&[0, 0]);
+        h[4..6].copy_from_slice(&payload.to_be_bytes());
+        h[6] = protocol;
+        h[7] = 64;
+        let mut src = [0u8; 16];
+        src[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        src[15] = 1;
+        h[8..24].copy_from_slice(&src);
+        let mut dst = subscriber_prefix_v6(s);
+        dst[15] = 1;
+        h[24..40].copy_from_slice(&dst);
+    } else {
+        let h = &mut f[ip..l4];
+        h[0] = 0x45;
+        h[1] = dscp << 2;
+        h[2..4].copy_from_slice(&((len - ip) as u16).to_be_bytes());
+        h[4..8].copy_from_slice(&[0, 0, 0, 0]);
+        h[8] = 64;
+        h[9] = protocol;
+        h[10..12].copy_from_slice(&[0, 0]);
+        h[12..16].copy_from_slice(&[192, 0, 2, 1]);
+        h[16..20].copy_from_slice(&subscriber_address(s));
+        let sum: u32 = h
+            .chunks_exact(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum();
+        let sum = (sum & 0xffff) + (sum >> 16);
+        let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
+        h[10..12].copy_from_slice(&sum.to_be_bytes());
+    }
+    let t = &mut f[l4..];
+    t[0..2].copy_from_slice(&((1024 + flow) as u16).to_be_bytes());
+    t[2..4].copy_from_slice(&9u16.to_be_bytes());
+    if protocol == 17 {
+        t[4..6].copy_from_slice(&payload.to_be_bytes());
+        t[6..8].copy_from_slice(&[0, 0]);
+    } else {
+        // A TCP segment with ACK set, header only (data offset 5).
+        t[4..12].copy_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]);
+        t[12] = 0x50;
+        t[13] = 0x10;
+        t[14..20].copy_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
+    }
+    if let Some(time) = stamp {
+        let at = traffic.stamp();
+        f[at..at + 8].copy_from_slice(&time.to_be_bytes());
+    }
 }
 
 /// What the generator did over a run.
@@ -82,7 +258,9 @@ pub struct Generator {
     next: u64,
     burst: MbufBuffer<64>,
     back: MbufBuffer<64>,
-    template: [u8; FRAME_BYTES],
+    traffic: Traffic,
+    /// Frames made (for the size pattern).
+    made: u64,
     probe: Option<Probe>,
     pace: Option<Pace>,
 }
@@ -98,6 +276,8 @@ struct Pace {
 /// `interval` TSC cycles, stamped with its send time.
 struct Probe {
     subscriber: u32,
+    /// Its destination address as frames carry it (IPv4 in the first 4 bytes).
+    address: [u8; 16],
     interval: u64,
     next: u64,
     /// One-way delays seen, TSC cycles.
@@ -115,10 +295,17 @@ impl Generator {
             next: 0,
             burst: MbufBuffer::new(),
             back: MbufBuffer::new(),
-            template: template(),
+            traffic: Traffic::MIN_IPV4,
+            made: 0,
             probe: None,
             pace: None,
         }
+    }
+
+    /// Makes frames of `traffic`'s shape instead of 64-byte IPv4 ones.
+    pub fn with_traffic(mut self, traffic: Traffic) -> Generator {
+        self.traffic = traffic;
+        self
     }
 
     /// Offers `frames_per_second` at most (at the TSC rate `hz`), instead of as many as the
@@ -135,8 +322,16 @@ impl Generator {
     /// Adds a probe flow to `subscriber` (outside the generated ones), one frame every
     /// `interval` TSC cycles.
     pub fn with_probe(mut self, subscriber: u32, interval: u64) -> Generator {
+        let mut address = [0u8; 16];
+        if self.traffic.ipv6 {
+            address = subscriber_prefix_v6(subscriber);
+            address[15] = 1;
+        } else {
+            address[..4].copy_from_slice(&subscriber_address(subscriber));
+        }
         self.probe = Some(Probe {
             subscriber,
+            address,
             interval,
             next: tsc(),
             delays: Vec::with_capacity(1 << 20),
@@ -171,12 +366,13 @@ impl Generator {
                 done.returned += n as u64;
                 if let Some(probe) = &mut self.probe {
                     let now = tsc();
-                    let address = subscriber_address(probe.subscriber);
+                    let (at, len) = self.traffic.dst();
+                    let stamp = self.traffic.stamp();
                     for m in self.back.iter().skip(before) {
                         let d = m.data();
-                        if d.len() >= PROBE_STAMP + 8 && d[IP_DST..IP_DST + 4] == address {
+                        if d.len() >= stamp + 8 && d[at..at + len] == probe.address[..len] {
                             let sent = u64::from_be_bytes(
-                                d[PROBE_STAMP..PROBE_STAMP + 8].try_into().expect("8 bytes"),
+                                d[stamp..stamp + 8].try_into().expect("8 bytes"),
                             );
                             probe.delays.push(now.saturating_sub(sent));
                         }
@@ -196,27 +392,35 @@ impl Generator {
         for _ in 0..room {
             let mut m = match self.back.pop() {
                 Some(m) => m,
-                None => match Mbuf::from_bytes(self.pool, &self.template) {
+                None => match Mbuf::alloc(self.pool) {
                     Some(m) => m,
                     None => break,
                 },
             };
-            let data = m.data_mut();
-            data.copy_from_slice(&self.template[..data.len().min(FRAME_BYTES)]);
+            // Every frame holds at least its headers and a probe stamp.
+            let len = self
+                .traffic
+                .sizes
+                .nth(self.made)
+                .max(self.traffic.stamp() + 8);
+            self.made += 1;
+            if !m.set_len(len as u16) {
+                break;
+            }
+            let traffic = self.traffic;
             match &mut self.probe {
                 Some(probe) if tsc() >= probe.next => {
                     // From now, not from when it was due: a late round never sends a burst
                     // of probes.
                     probe.next = tsc() + probe.interval;
-                    address(data, probe.subscriber, 0);
-                    data[PROBE_STAMP..PROBE_STAMP + 8].copy_from_slice(&tsc().to_be_bytes());
+                    write_frame(m.data_mut(), &traffic, probe.subscriber, 0, Some(tsc()));
                 }
                 _ => {
                     let s = (self.next % u64::from(self.subscribers)) as u32;
                     let flow =
                         ((self.next / u64::from(self.subscribers)) % u64::from(self.flows)) as u32;
                     self.next += 1;
-                    address(data, s, flow);
+                    write_frame(m.data_mut(), &traffic, s, flow, None);
                 }
             }
             self.burst.push(m).expect("room checked");

@@ -91,13 +91,51 @@ struct Args {
     shaping_only: bool,
 }
 
+/// A frame size as results give it: bytes, or "imix".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PacketSize {
+    Bytes(u64),
+    Imix,
+}
+
+impl PacketSize {
+    fn of(sizes: generator::Sizes) -> PacketSize {
+        match sizes {
+            generator::Sizes::Min => PacketSize::Bytes(generator::FRAME_BYTES as u64),
+            generator::Sizes::Max => PacketSize::Bytes(1518),
+            generator::Sizes::Imix => PacketSize::Imix,
+        }
+    }
+}
+
+impl Serialize for PacketSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PacketSize::Bytes(b) => s.serialize_u64(*b),
+            PacketSize::Imix => s.serialize_str("imix"),
+        }
+    }
+}
+
+impl std::fmt::Display for PacketSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so table widths apply.
+        match self {
+            PacketSize::Bytes(b) => f.pad(&b.to_string()),
+            PacketSize::Imix => f.pad("imix"),
+        }
+    }
+}
+
 /// One measured case, in the stable results format.
 #[derive(Debug, Clone, Serialize)]
 struct CaseResult {
     case: &'static str,
     subscribers: u64,
     flows_per_subscriber: u64,
-    packet_size: u64,
+    packet_size: PacketSize,
+    /// What the frames were: "ipv4", "ipv6 qinq", ...; "net_null" for that driver's frames.
+    traffic: String,
     workers: u64,
     mpps: f64,
     gbps: f64,
@@ -363,7 +401,7 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
     };
     println!();
     println!(
-        "shaping cases: 64-byte UDP frames from the generator (core 0) through ring ports, worker on core {}, {seconds} s each after 1 s of warm-up",
+        "shaping cases: frames from the generator (core 0) through ring ports, worker on core {}, {seconds} s each after 1 s of warm-up",
         args.worker_core
     );
     // First, before any case frees memory the allocator could hand back unseen.
@@ -389,10 +427,12 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
             .map(|(r, d)| format!("{r} {d:.2}"))
             .collect();
         println!(
-            "  {:<15} {:>8} subscribers x {:<3} flows  rx {:>6.2} Mpps  tx {:>6.2} Mpps  {:>6.1} cycles/packet  drops/s (M) [{}]  setup {:.1} s, {:.0} MB",
+            "  {:<15} {:>8} subscribers x {:<3} flows {:>5} B {:<10} rx {:>6.2} Mpps  tx {:>6.2} Mpps  {:>6.1} cycles/packet  drops/s (M) [{}]  setup {:.1} s, {:.0} MB",
             label.unwrap_or(m.result.case),
             m.result.subscribers,
             m.result.flows_per_subscriber,
+            m.result.packet_size,
+            m.result.traffic,
             m.result.mpps,
             m.result.tx_mpps.unwrap_or(0.0),
             m.result.cycles_per_packet.unwrap_or(0.0),
@@ -418,6 +458,7 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
             shaping: shaped::Shaping::Off,
             probe: false,
             offered: None,
+            traffic: generator::Traffic::MIN_IPV4,
         },
         None,
     );
@@ -438,6 +479,7 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
                 shaping: shaped::Shaping::Unlimited,
                 probe: false,
                 offered: None,
+                traffic: generator::Traffic::MIN_IPV4,
             },
             None,
         );
@@ -449,6 +491,7 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
                 shaping: shaped::Shaping::Rate(rate_for(unlimited.result.mpps, n, 0.25)),
                 probe: false,
                 offered: None,
+                traffic: generator::Traffic::MIN_IPV4,
             },
             Some("(calibrating)"),
         );
@@ -464,11 +507,49 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
                 )),
                 probe: false,
                 offered: None,
+                traffic: generator::Traffic::MIN_IPV4,
             },
             None,
         );
         record(&shaped);
         shaped_mpps.insert(n, shaped.result.mpps);
+    }
+    // Frame sizes and wrappings at 10,000 subscribers, the rates of the 64-byte calibration in
+    // frames (so scaled by each traffic's mean frame size).
+    if let Some(&base) = calibrated.get(&10_000) {
+        use generator::{Encap, Sizes, Traffic};
+        let plain = |sizes, ipv6, encap| Traffic { sizes, ipv6, encap };
+        let variants: Vec<Traffic> = if args.quick {
+            vec![
+                plain(Sizes::Imix, false, Encap::Bare),
+                plain(Sizes::Min, true, Encap::QinQ),
+            ]
+        } else {
+            vec![
+                plain(Sizes::Max, false, Encap::Bare),
+                plain(Sizes::Imix, false, Encap::Bare),
+                plain(Sizes::Min, true, Encap::Bare),
+                plain(Sizes::Min, false, Encap::Vlan),
+                plain(Sizes::Min, false, Encap::QinQ),
+                plain(Sizes::Min, false, Encap::Pppoe),
+            ]
+        };
+        for traffic in variants {
+            let scale = traffic.sizes.mean() / generator::FRAME_BYTES as f64;
+            let rate = (rate_for(base, 10_000, shaped::SHAPED_SHARE) as f64 * scale) as u64;
+            let m = run(
+                shaped::Case {
+                    subscribers: 10_000,
+                    flows: 1,
+                    shaping: shaped::Shaping::Rate(rate),
+                    probe: false,
+                    offered: None,
+                    traffic,
+                },
+                None,
+            );
+            record(&m);
+        }
     }
     // DPDK's own scheduler on the same frames and rates, one pipe per subscriber.
     let mut sched_mpps = None;
@@ -476,7 +557,7 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
         let rate = rate_for(base, 10_000, shaped::SHAPED_SHARE);
         let c = rte_sched::run(eal, hz, pool, args.worker_core, SCHED_PIPES, rate, seconds);
         println!(
-            "  {:<15} {:>8} pipes       x 1   flows  rx {:>6.2} Mpps  tx {:>6.2} Mpps  {:>6.1} cycles/packet  drops/s (M) [{}]",
+            "  {:<15} {:>8} pipes       x 1   flows    64 B ipv4       rx {:>6.2} Mpps  tx {:>6.2} Mpps  {:>6.1} cycles/packet  drops/s (M) [{}]",
             c.case,
             c.subscribers,
             c.mpps,
@@ -505,6 +586,7 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
                 shaping: shaped::Shaping::Rate(rate_for(base, n, shaped::SHAPED_SHARE)),
                 probe: true,
                 offered: Some(offered),
+                traffic: generator::Traffic::MIN_IPV4,
             },
             None,
         );
@@ -523,6 +605,7 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
                 shaping: shaped::Shaping::Rate(rate_for(base, n, shaped::SHAPED_SHARE)),
                 probe: false,
                 offered: None,
+                traffic: generator::Traffic::MIN_IPV4,
             },
             None,
         );
@@ -727,7 +810,8 @@ impl Bridge {
                 case: "bridge",
                 subscribers: 0,
                 flows_per_subscriber: 0,
-                packet_size: NULL_FRAME_BYTES,
+                packet_size: PacketSize::Bytes(NULL_FRAME_BYTES),
+                traffic: "net_null".into(),
                 workers: 1,
                 mpps,
                 gbps: mpps * (NULL_FRAME_BYTES * 8) as f64 / 1e3,
@@ -811,7 +895,8 @@ fn run_testpmd(binary: &str, worker_core: usize, seconds: f64) -> Option<CaseRes
         case: "testpmd_io",
         subscribers: 0,
         flows_per_subscriber: 0,
-        packet_size: NULL_FRAME_BYTES,
+        packet_size: PacketSize::Bytes(NULL_FRAME_BYTES),
+        traffic: "net_null".into(),
         workers: 1,
         mpps,
         gbps: mpps * (NULL_FRAME_BYTES * 8) as f64 / 1e3,

@@ -15,7 +15,7 @@
 //! - `bridge_ring`: the same worker and ring ports with no subscriber (forwarding only), to
 //!   show what the generator can feed.
 
-use crate::generator::{subscriber_address, Generator, FRAME_BYTES};
+use crate::generator::{subscriber_address, subscriber_prefix_v6, Generator, Traffic};
 use crate::run_pinned;
 use crate::CaseResult;
 use sheetcake_cake::CakeConfig;
@@ -28,7 +28,7 @@ use sheetcake_dataplane::worker::{
     DropReason, Handoff, PairQueues, PortQueues, PublishedCounters, ShapingSetup, Worker,
     WorkerCounters,
 };
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,12 +63,14 @@ pub struct Case {
     pub probe: bool,
     /// Frames per second offered; `None` offers as many as the worker takes.
     pub offered: Option<f64>,
+    /// What the frames look like.
+    pub traffic: Traffic,
 }
 
 /// Time between two probe frames, microseconds.
 pub const PROBE_INTERVAL_US: u64 = 100;
-/// The probe's load: one 64-byte frame per interval.
-const PROBE_BYTES_PER_SECOND: u64 = FRAME_BYTES as u64 * 1_000_000 / PROBE_INTERVAL_US;
+/// The probe's load at most: one frame per interval, of at most 1,518 bytes.
+const PROBE_BYTES_PER_SECOND: u64 = 1518 * 1_000_000 / PROBE_INTERVAL_US;
 
 /// What a case measured beyond the common result.
 #[derive(Debug, Clone)]
@@ -109,7 +111,10 @@ pub fn subscribers(n: u32, shaping: Shaping) -> (SubscriberTables, Vec<LocalSubs
     let mut locals = Vec::with_capacity(n as usize);
     let config = subscriber_config(shaping);
     for s in 0..n {
+        // An IPv4 address and an IPv6 /64, as a dual-stack subscriber has.
         let prefix = Prefix::V4(Ipv4Addr::from(subscriber_address(s)), 32);
+        addresses.insert(prefix, SubscriberSlot(s));
+        let prefix = Prefix::V6(Ipv6Addr::from(subscriber_prefix_v6(s)), 64);
         addresses.insert(prefix, SubscriberSlot(s));
         owners.push(Owner {
             worker: 0,
@@ -226,7 +231,9 @@ pub fn run(
     let setup_seconds = setup_started.elapsed().as_secs_f64();
     let memory_bytes = resident_bytes().saturating_sub(memory_before);
 
-    let mut generator = Generator::new(pool, case.subscribers, case.flows);
+    // The traffic first: the probe's address depends on it.
+    let mut generator =
+        Generator::new(pool, case.subscribers, case.flows).with_traffic(case.traffic);
     if let Some(fps) = case.offered {
         generator = generator.paced(fps, hz);
     }
@@ -313,10 +320,11 @@ fn measured(
                 case.subscribers
             }),
             flows_per_subscriber: u64::from(case.flows),
-            packet_size: FRAME_BYTES as u64,
+            packet_size: crate::PacketSize::of(case.traffic.sizes),
+            traffic: case.traffic.name(),
             workers: 1,
             mpps,
-            gbps: mpps * (FRAME_BYTES * 8) as f64 / 1e3,
+            gbps: mpps * case.traffic.sizes.mean() * 8.0 / 1e3,
             cycles_per_packet: Some((c1.busy_cycles - c0.busy_cycles) as f64 / rx.max(1) as f64),
             seconds: elapsed,
             tx_mpps: Some(tx as f64 / elapsed / 1e6),

@@ -85,6 +85,25 @@ impl Mbuf {
         }
     }
 
+    /// Sets the length of a single-segment frame, within its buffer's room (the bytes are what
+    /// the buffer held). Returns false, changing nothing, when it does not fit or the frame is
+    /// chained.
+    pub fn set_len(&mut self, len: u16) -> bool {
+        // SAFETY: we own a valid mbuf; the new length is checked against the room after
+        // data_off, so data() stays inside the buffer.
+        unsafe {
+            let m = self.raw.as_ptr();
+            if (*m).nb_segs != 1
+                || u32::from((*m).data_off) + u32::from(len) > u32::from((*m).buf_len)
+            {
+                return false;
+            }
+            (*m).data_len = len;
+            (*m).pkt_len = u32::from(len);
+        }
+        true
+    }
+
     /// Length of the whole frame, all segments.
     #[inline]
     pub fn pkt_len(&self) -> u32 {

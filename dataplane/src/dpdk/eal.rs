@@ -113,11 +113,21 @@ impl Drop for LcoreRegistration {
     }
 }
 
-/// The time-stamp counter: what workers read once per loop.
+/// The time-stamp counter: what workers read once per loop. Inlined where the CPU has an
+/// instruction for it (DPDK's own `rte_rdtsc` is a static inline, reachable from Rust only
+/// through a generated wrapper, a call per read).
 #[inline]
 pub fn tsc() -> u64 {
-    // SAFETY: reads the CPU's TSC; no preconditions.
-    unsafe { dpdk_sys::rte_rdtsc() }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: RDTSC has no preconditions on x86_64.
+    unsafe {
+        core::arch::x86_64::_rdtsc()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: reads the CPU's time counter; no preconditions.
+    unsafe {
+        dpdk_sys::rte_rdtsc()
+    }
 }
 
 /// TSC ticks per second, as measured by the EAL at start-up.

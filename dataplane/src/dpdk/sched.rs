@@ -82,11 +82,15 @@ impl SchedPort {
         };
         // Profile 0 is the subscribers' rate; profile 1, the port's, lets `Drop` empty the
         // queues at once (rte_sched_port_free does not free the frames they hold).
+        // A traffic class earns `tc_rate * tc_period` bytes of credit per period and cannot
+        // send a frame larger than that: the period must hold two full-size frames at the
+        // pipe's rate (rte_sched's usual 10 ms is too short below about 2.4 Mbit/s).
+        let period_ms = |rate: u64| (2 * 1_522 * 1_000 / rate.max(1)).max(10);
         let profile = |rate: u64| dpdk_sys::rte_sched_pipe_params {
             tb_rate: rate,
             tb_size: config.bucket_bytes,
             tc_rate: [rate; CLASSES],
-            tc_period: 10,
+            tc_period: period_ms(rate),
             tc_ov_weight: 1,
             wrr_weights: [1; 4],
         };

@@ -3,9 +3,9 @@
 //!
 //! Subscriber `s` is IPv4 `10.0.0.0 + s` and IPv6 `2001:db8:<s>::1` (in its /64); flow `f` is
 //! source port `1024 + f`. Frames go round the subscribers first, then the flows, so every
-//! subscriber receives one frame in `N` and every flow one in `N * M`. Download direction:
-//! frames enter the core port, and the subscriber is their destination. A [`Traffic`] says
-//! what the frames look like: sizes (64 bytes, 1518, or IMIX: 7 x 64, 4 x 576, 1 x 1500 in
+//! subscriber receives one frame in `N` and every flow one in `N * M`. Downloads enter the
+//! core port with the subscriber as destination, uploads the access port with the subscriber
+//! as source. A [`Traffic`] says what the frames look like: sizes (64 bytes, 1518, or IMIX: 7 x 64, 4 x 576, 1 x 1500 in
 //! every 12), IPv4 or IPv6, bare or under 802.1Q, QinQ or a PPPoE session header. Flows mix
 //! protocols and classes the way a subscriber's traffic does: flow `f % 4` is UDP best effort,
 //! TCP AF11, UDP EF (voice) and TCP CS1 (bulk); a single flow is UDP best effort.
@@ -61,6 +61,9 @@ pub struct Traffic {
     pub sizes: Sizes,
     pub ipv6: bool,
     pub encap: Encap,
+    /// Upload: frames enter the access port, the subscriber is their source. Download
+    /// otherwise: they enter the core port, the subscriber is their destination.
+    pub upload: bool,
 }
 
 impl Traffic {
@@ -69,16 +72,22 @@ impl Traffic {
         sizes: Sizes::Min,
         ipv6: false,
         encap: Encap::Bare,
+        upload: false,
     };
 
-    /// A short name for tables: "ipv4", "ipv6 qinq", "ipv4 pppoe" and so on.
+    /// A short name for tables: "ipv4", "ipv6 qinq", "ipv4 pppoe up" and so on.
     pub fn name(&self) -> String {
         let ip = if self.ipv6 { "ipv6" } else { "ipv4" };
-        match self.encap {
-            Encap::Bare => ip.into(),
+        let name = match self.encap {
+            Encap::Bare => ip.to_owned(),
             Encap::Vlan => format!("{ip} vlan"),
             Encap::QinQ => format!("{ip} qinq"),
             Encap::Pppoe => format!("{ip} pppoe"),
+        };
+        if self.upload {
+            format!("{name} up")
+        } else {
+            name
         }
     }
 
@@ -100,12 +109,14 @@ impl Traffic {
         }
     }
 
-    /// Where the destination address sits, and how long it is.
-    fn dst(&self) -> (usize, usize) {
-        if self.ipv6 {
-            (self.l2_len() + 24, 16)
-        } else {
-            (self.l2_len() + 16, 4)
+    /// Where the subscriber's address sits (destination for downloads, source for
+    /// uploads), and how long it is.
+    fn subscriber_field(&self) -> (usize, usize) {
+        match (self.ipv6, self.upload) {
+            (true, false) => (self.l2_len() + 24, 16),
+            (true, true) => (self.l2_len() + 8, 16),
+            (false, false) => (self.l2_len() + 16, 4),
+            (false, true) => (self.l2_len() + 12, 4),
         }
     }
 
@@ -196,12 +207,17 @@ fn write_frame(f: &mut [u8], traffic: &Traffic, s: u32, flow: u32, stamp: Option
         h[4..6].copy_from_slice(&payload.to_be_bytes());
         h[6] = protocol;
         h[7] = 64;
-        let mut src = [0u8; 16];
-        src[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
-        src[15] = 1;
+        let mut far = [0u8; 16];
+        far[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        far[15] = 1;
+        let mut own = subscriber_prefix_v6(s);
+        own[15] = 1;
+        let (src, dst) = if traffic.upload {
+            (own, far)
+        } else {
+            (far, own)
+        };
         h[8..24].copy_from_slice(&src);
-        let mut dst = subscriber_prefix_v6(s);
-        dst[15] = 1;
         h[24..40].copy_from_slice(&dst);
     } else {
         let h = &mut f[ip..l4];
@@ -212,8 +228,13 @@ fn write_frame(f: &mut [u8], traffic: &Traffic, s: u32, flow: u32, stamp: Option
         h[8] = 64;
         h[9] = protocol;
         h[10..12].copy_from_slice(&[0, 0]);
-        h[12..16].copy_from_slice(&[192, 0, 2, 1]);
-        h[16..20].copy_from_slice(&subscriber_address(s));
+        let (src, dst) = if traffic.upload {
+            (subscriber_address(s), [192, 0, 2, 1])
+        } else {
+            ([192, 0, 2, 1], subscriber_address(s))
+        };
+        h[12..16].copy_from_slice(&src);
+        h[16..20].copy_from_slice(&dst);
         let sum: u32 = h
             .chunks_exact(2)
             .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
@@ -366,7 +387,7 @@ impl Generator {
                 done.returned += n as u64;
                 if let Some(probe) = &mut self.probe {
                     let now = tsc();
-                    let (at, len) = self.traffic.dst();
+                    let (at, len) = self.traffic.subscriber_field();
                     let stamp = self.traffic.stamp();
                     for m in self.back.iter().skip(before) {
                         let d = m.data();
@@ -426,7 +447,8 @@ impl Generator {
             self.burst.push(m).expect("room checked");
         }
         // What the ring refuses stays in the burst and goes first next round.
-        for inject in core.inject.iter_mut() {
+        let port = if self.traffic.upload { access } else { core };
+        for inject in port.inject.iter_mut() {
             done.offered += inject.send(&mut self.burst) as u64;
         }
         done

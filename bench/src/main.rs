@@ -427,13 +427,14 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
             .map(|(r, d)| format!("{r} {d:.2}"))
             .collect();
         println!(
-            "  {:<15} {:>8} subscribers x {:<3} flows {:>5} B {:<10} rx {:>6.2} Mpps  tx {:>6.2} Mpps  {:>6.1} cycles/packet  drops/s (M) [{}]  setup {:.1} s, {:.0} MB",
+            "  {:<15} {:>8} subscribers x {:<3} flows {:>5} B {:<10} rx {:>6.2} Mpps {:>6.2} Gbit/s  tx {:>6.2} Mpps  {:>6.1} cycles/packet  drops/s (M) [{}]  setup {:.1} s, {:.0} MB",
             label.unwrap_or(m.result.case),
             m.result.subscribers,
             m.result.flows_per_subscriber,
             m.result.packet_size,
             m.result.traffic,
             m.result.mpps,
+            m.result.gbps,
             m.result.tx_mpps.unwrap_or(0.0),
             m.result.cycles_per_packet.unwrap_or(0.0),
             drops.join(", "),
@@ -518,11 +519,21 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
     // frames (so scaled by each traffic's mean frame size).
     if let Some(&base) = calibrated.get(&10_000) {
         use generator::{Encap, Sizes, Traffic};
-        let plain = |sizes, ipv6, encap| Traffic { sizes, ipv6, encap };
+        let plain = |sizes, ipv6, encap| Traffic {
+            sizes,
+            ipv6,
+            encap,
+            upload: false,
+        };
+        let upload = Traffic {
+            upload: true,
+            ..Traffic::MIN_IPV4
+        };
         let variants: Vec<Traffic> = if args.quick {
             vec![
                 plain(Sizes::Imix, false, Encap::Bare),
                 plain(Sizes::Min, true, Encap::QinQ),
+                upload,
             ]
         } else {
             vec![
@@ -532,6 +543,7 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
                 plain(Sizes::Min, false, Encap::Vlan),
                 plain(Sizes::Min, false, Encap::QinQ),
                 plain(Sizes::Min, false, Encap::Pppoe),
+                upload,
             ]
         };
         for traffic in variants {

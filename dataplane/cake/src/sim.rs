@@ -99,6 +99,23 @@ pub struct FrameSpec {
     pub len: usize,
 }
 
+impl FrameSpec {
+    /// A best-effort UDP frame of `len` bytes from 198.18.0.1 port 1 to 100.64.0.1 port 2
+    /// with the ECN bits `ecn`: one flow's frame, for tests that drive an instance by hand.
+    pub fn udp(len: usize, ecn: u8) -> FrameSpec {
+        FrameSpec {
+            src: [198, 18, 0, 1],
+            dst: [100, 64, 0, 1],
+            protocol: 17,
+            src_port: 1,
+            dst_port: 2,
+            dscp: 0,
+            ecn,
+            len,
+        }
+    }
+}
+
 /// Builds an Ethernet + IPv4 + TCP/UDP frame (valid IPv4 checksum) and the metadata the
 /// dataplane would give CAKE for it.
 pub fn ipv4_frame(spec: &FrameSpec, source: u32, now: u64) -> (TestPacket, PacketMeta) {

@@ -30,16 +30,7 @@ fn overload(ecn: u8, duration: u64) -> Run {
         InstanceSetup::new(0, 3),
     );
     let mut pool = FlowPool::new(16);
-    let spec = FrameSpec {
-        src: [198, 18, 0, 1],
-        dst: [100, 64, 0, 1],
-        protocol: 17,
-        src_port: 1,
-        dst_port: 2,
-        dscp: 0,
-        ecn,
-        len: 1514,
-    };
+    let spec = FrameSpec::udp(1514, ecn);
     let arrival_gap = 1514 * 8 * S / 12_000_000;
     let mut next_arrival = 0;
     let mut next_send = 0;
@@ -145,16 +136,7 @@ fn the_signal_count_decays_step_by_step_after_the_queue_drains() {
     assert!(peak >= 6, "count {peak} after 700 ms of overload");
     // A light flow of the same 5-tuple keeps the flow (and the decay) going: one small
     // packet every 10 ms, which never waits.
-    let spec = FrameSpec {
-        src: [198, 18, 0, 1],
-        dst: [100, 64, 0, 1],
-        protocol: 17,
-        src_port: 1,
-        dst_port: 2,
-        dscp: 0,
-        ecn: 0,
-        len: 100,
-    };
+    let spec = FrameSpec::udp(100, 0);
     let mut now = run.now;
     let mut counts = Vec::new();
     for i in 0..400 {

@@ -110,16 +110,7 @@ fn ingress_charges_overflow_drops_to_the_shaper_not_the_failsafe() {
 fn autorate_ingress_sets_the_rate_to_fifteen_sixteenths_of_the_arrival_rate() {
     let (mut c, mut pool) = cake("autorate-ingress besteffort ingress");
     assert_eq!(c.config().bandwidth, None, "unlimited until measured");
-    let spec = FrameSpec {
-        src: [198, 18, 0, 1],
-        dst: [100, 64, 0, 1],
-        protocol: 17,
-        src_port: 1,
-        dst_port: 2,
-        dscp: 0,
-        ecn: 0,
-        len: 1514,
-    };
+    let spec = FrameSpec::udp(1514, 0);
     let spacing = 1514 * 8 * 1_000_000_000 / 40_000_000;
     let mut now = 0;
     for train in 0..300u32 {

@@ -9,15 +9,7 @@ use common::*;
 fn bulk_flows_share_equally() {
     for (n, mbit) in [(2u8, 20u64), (8, 20), (64, 100)] {
         let mut sim = Sim::cake(&format!("bandwidth {mbit}mbit besteffort flows"));
-        for f in 0..n {
-            sim.add(Source::tcp(
-                server(f),
-                host(1),
-                6000 + u16::from(f),
-                20 * MS,
-                false,
-            ));
-        }
+        sim.add_bulk(n, server, |_| host(1), 6000, false);
         sim.warmup_until = 5 * S;
         sim.run_until(25 * S);
         let shares: Vec<f64> = sim
@@ -38,15 +30,7 @@ fn bulk_flows_share_equally() {
 #[test]
 fn unresponsive_flow_gets_no_more_than_its_share_and_meets_blue_through_overflow() {
     let mut sim = Sim::cake("bandwidth 20mbit besteffort flows");
-    for f in 0..3 {
-        sim.add(Source::tcp(
-            server(f),
-            host(1),
-            7000 + u16::from(f),
-            20 * MS,
-            false,
-        ));
-    }
+    sim.add_bulk(3, server, |_| host(1), 7000, false);
     let flood = sim.add(Source::udp(server(9), host(1), 9, 40_000_000, 1514));
     sim.warmup_until = 5 * S;
     sim.run_until(20 * S);
@@ -66,15 +50,7 @@ fn unresponsive_flow_gets_no_more_than_its_share_and_meets_blue_through_overflow
 
     // Without overflow (the same responsive flows alone), BLUE never engages.
     let mut calm = Sim::cake("bandwidth 20mbit besteffort flows");
-    for f in 0..3 {
-        calm.add(Source::tcp(
-            server(f),
-            host(1),
-            7000 + u16::from(f),
-            20 * MS,
-            false,
-        ));
-    }
+    calm.add_bulk(3, server, |_| host(1), 7000, false);
     calm.run_until(20 * S);
     assert_eq!(calm.cake_ref().stats().overflow_drops, 0);
     assert_eq!(
@@ -95,15 +71,7 @@ fn a_host_with_one_flow_gets_as_much_as_a_host_with_sixteen() {
         let mut sim = Sim::cake(&format!("bandwidth 20mbit besteffort {mode}"));
         // Uploads: the subscriber's hosts are the sources; each flow to its own server.
         sim.add(Source::tcp(host(10), server(100), 8000, 20 * MS, false));
-        for f in 0..16 {
-            sim.add(Source::tcp(
-                host(20),
-                server(f),
-                8100 + u16::from(f),
-                20 * MS,
-                false,
-            ));
-        }
+        sim.add_bulk(16, |_| host(20), server, 8100, false);
         sim.warmup_until = 5 * S;
         sim.run_until(25 * S);
         let a = sim.sources[0].delivered_bytes as f64;
@@ -120,15 +88,7 @@ fn a_host_with_one_flow_gets_as_much_as_a_host_with_sixteen() {
     // Downloads, fair between destination hosts: dual-dsthost.
     let mut sim = Sim::cake("bandwidth 20mbit besteffort dual-dsthost");
     sim.add(Source::tcp(server(100), host(10), 8000, 20 * MS, false));
-    for f in 0..16 {
-        sim.add(Source::tcp(
-            server(f),
-            host(20),
-            8100 + u16::from(f),
-            20 * MS,
-            false,
-        ));
-    }
+    sim.add_bulk(16, server, |_| host(20), 8100, false);
     sim.warmup_until = 5 * S;
     sim.run_until(25 * S);
     let a = sim.sources[0].delivered_bytes as f64;
@@ -141,15 +101,7 @@ fn a_host_with_one_flow_gets_as_much_as_a_host_with_sixteen() {
     // Per-flow fairness alone gives host A about 1/17.
     let mut sim = Sim::cake("bandwidth 20mbit besteffort flows");
     sim.add(Source::tcp(host(10), server(100), 8000, 20 * MS, false));
-    for f in 0..16 {
-        sim.add(Source::tcp(
-            host(20),
-            server(f),
-            8100 + u16::from(f),
-            20 * MS,
-            false,
-        ));
-    }
+    sim.add_bulk(16, |_| host(20), server, 8100, false);
     sim.warmup_until = 5 * S;
     sim.run_until(25 * S);
     let a = sim.sources[0].delivered_bytes as f64;
@@ -164,15 +116,7 @@ fn tins_give_voice_low_delay_bulk_its_minimum_and_cap_a_greedy_tin() {
     const EF: u8 = 46;
     const CS1: u8 = 8;
     let mut sim = Sim::cake("bandwidth 20mbit diffserv4 flows");
-    for f in 0..4 {
-        sim.add(Source::tcp(
-            server(f),
-            host(1),
-            9000 + u16::from(f),
-            20 * MS,
-            false,
-        ));
-    }
+    sim.add_bulk(4, server, |_| host(1), 9000, false);
     for f in 0..4 {
         sim.add(
             Source::tcp(server(10 + f), host(1), 9100 + u16::from(f), 20 * MS, false)
@@ -197,15 +141,7 @@ fn tins_give_voice_low_delay_bulk_its_minimum_and_cap_a_greedy_tin() {
     // threshold Voice loses priority, and best effort still gets the larger part.
     let mut sim = Sim::cake("bandwidth 20mbit diffserv4 flows");
     let flood = sim.add(Source::udp(server(40), host(1), 40, 20_000_000, 1514).with_dscp(EF));
-    for f in 0..4 {
-        sim.add(Source::tcp(
-            server(f),
-            host(1),
-            9200 + u16::from(f),
-            20 * MS,
-            false,
-        ));
-    }
+    sim.add_bulk(4, server, |_| host(1), 9200, false);
     sim.warmup_until = 5 * S;
     sim.run_until(25 * S);
     let total: u64 = sim.sources.iter().map(|s| s.delivered_bytes).sum();
@@ -239,15 +175,7 @@ fn overflow_drops_from_the_fattest_flow_never_a_sparse_one() {
 #[test]
 fn ecn_capable_flows_get_marks_instead_of_drops() {
     let mut sim = Sim::cake("bandwidth 20mbit besteffort flows");
-    for f in 0..4 {
-        sim.add(Source::tcp(
-            server(f),
-            host(1),
-            5000 + u16::from(f),
-            20 * MS,
-            true,
-        ));
-    }
+    sim.add_bulk(4, server, |_| host(1), 5000, true);
     sim.warmup_until = 5 * S;
     sim.run_until(20 * S);
     let marks: u64 = sim.sources.iter().map(|s| s.marks).sum();

@@ -205,6 +205,28 @@ impl Sim {
         }
     }
 
+    /// Adds `n` responsive bulk TCP flows (20 ms base RTT), flow `f` from `src(f)` to
+    /// `dst(f)` on port `base_port + f`: the load most fairness tests start from.
+    pub fn add_bulk(
+        &mut self,
+        n: u8,
+        src: impl Fn(u8) -> [u8; 4],
+        dst: impl Fn(u8) -> [u8; 4],
+        base_port: u16,
+        ecn: bool,
+    ) {
+        for f in 0..n {
+            self.add(Source::tcp(
+                src(f),
+                dst(f),
+                base_port + u16::from(f),
+                20 * MS,
+                ecn,
+            ));
+        }
+    }
+
+    /// Adds a source; returns its index in `sources`.
     pub fn add(&mut self, source: Source) -> usize {
         self.sources.push(source);
         let i = self.sources.len() - 1;

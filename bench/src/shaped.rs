@@ -265,9 +265,6 @@ pub fn run(
         // The worker publishes every millisecond: wait for one after the window.
         std::thread::sleep(std::time::Duration::from_millis(2));
         let c1 = published.read();
-        if std::env::var_os("DBG").is_some() && case.offered.is_some() {
-            eprintln!("c0 {:?}\nc1 {c1:?}", c0);
-        }
         let elapsed = t0.elapsed().as_secs_f64();
         probe_delays = generator.take_probe_delays();
         stop.store(true, Ordering::Relaxed);

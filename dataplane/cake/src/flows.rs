@@ -655,6 +655,20 @@ impl<P: CakePacket> FlowPool<P> {
         }
     }
 
+    /// Gives flow `n` the tree links `parent`, `left` and `right`, and points its children back
+    /// at it (the parent's child link is the caller's: see `heap_replace_in_parent`).
+    fn heap_link(&mut self, n: u32, parent: u32, left: u32, right: u32) {
+        let f = &mut self.flows[n as usize];
+        f.heap_parent = parent;
+        f.heap_left = left;
+        f.heap_right = right;
+        for child in [left, right] {
+            if child != NONE {
+                self.flows[child as usize].heap_parent = n;
+            }
+        }
+    }
+
     /// Exchanges flow `c` with its parent `p` in the tree.
     fn heap_swap_with_parent(&mut self, heap: &mut OverflowHeap, p: u32, c: u32) {
         let (pp, pl, pr) = {
@@ -679,17 +693,7 @@ impl<P: CakePacket> FlowPool<P> {
                 sibling = pl;
             }
         }
-        {
-            let f = &mut self.flows[p as usize];
-            f.heap_parent = c;
-            f.heap_left = cl;
-            f.heap_right = cr;
-        }
-        for child in [cl, cr] {
-            if child != NONE {
-                self.flows[child as usize].heap_parent = p;
-            }
-        }
+        self.heap_link(p, c, cl, cr);
         if sibling != NONE {
             self.flows[sibling as usize].heap_parent = c;
         }
@@ -763,17 +767,7 @@ impl<P: CakePacket> FlowPool<P> {
             let n = &self.flows[f as usize];
             (n.heap_parent, n.heap_left, n.heap_right)
         };
-        {
-            let n = &mut self.flows[last as usize];
-            n.heap_parent = fp;
-            n.heap_left = fl;
-            n.heap_right = fr;
-        }
-        for child in [fl, fr] {
-            if child != NONE {
-                self.flows[child as usize].heap_parent = last;
-            }
-        }
+        self.heap_link(last, fp, fl, fr);
         self.heap_replace_in_parent(heap, fp, f, last);
         self.heap_sift_up(heap, last);
         self.heap_sift_down(heap, last);

@@ -205,16 +205,7 @@ fn the_last_packet_of_a_flow_is_never_dropped_by_the_aqm() {
         CakeConfig::parse("bandwidth 1mbit besteffort").unwrap(),
         InstanceSetup::new(0, 1),
     );
-    let spec = FrameSpec {
-        src: [10, 0, 0, 1],
-        dst: [10, 0, 0, 2],
-        protocol: 17,
-        src_port: 1,
-        dst_port: 2,
-        dscp: 0,
-        ecn: 0,
-        len: 1514,
-    };
+    let spec = FrameSpec::udp(1514, 0);
     let mut drops = 0;
     // 30 packets at once: at 1 Mbit/s the last waits 360 ms, far over target for 3 intervals.
     for i in 0..30 {
@@ -367,14 +358,8 @@ fn an_idle_instance_gives_its_flows_back_to_the_pool() {
         InstanceSetup::new(0, 1),
     );
     let spec = |port: u16| FrameSpec {
-        src: [10, 0, 0, 1],
-        dst: [10, 0, 0, 2],
-        protocol: 17,
         src_port: port,
-        dst_port: 2,
-        dscp: 0,
-        ecn: 0,
-        len: 1514,
+        ..FrameSpec::udp(1514, 0)
     };
     let drain = |cake: &mut Cake, pool: &mut FlowPool<TestPacket>, mut now: u64| loop {
         match cake.dequeue(pool, now, &mut |_, _| {}) {

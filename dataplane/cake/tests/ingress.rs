@@ -79,16 +79,7 @@ fn ingress_charges_overflow_drops_to_the_shaper_not_the_failsafe() {
         let (mut c, mut pool) = cake(&format!(
             "bandwidth 1mbit besteffort {mode} memlimit {limit}"
         ));
-        let spec = FrameSpec {
-            src: [10, 0, 0, 1],
-            dst: [10, 0, 0, 2],
-            protocol: 17,
-            src_port: 1,
-            dst_port: 2,
-            dscp: 0,
-            ecn: 0,
-            len: 1000,
-        };
+        let spec = FrameSpec::udp(1000, 0);
         let mut overflowed = 0;
         for i in 0..3 {
             let (p, meta) = ipv4_frame(&spec, i, 0);

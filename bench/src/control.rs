@@ -16,13 +16,11 @@
 
 use crate::generator::Generator;
 use crate::run_pinned;
-use crate::shaped::{no_handoff, subscribers, Rig, Shaping, QUEUED_BUDGET, RING_FRAMES};
+use crate::shaped::{no_handoff, setup_with, subscribers, Rig, Shaping, RING_FRAMES};
 use sheetcake_cake::{Cake, CakeConfig, InstanceSetup};
 use sheetcake_dataplane::dpdk::{tsc, Eal, Mempool};
-use sheetcake_dataplane::shaping::{
-    instance_gauges, Command, ControlChannel, LocalSubscriber, Retired, SubscriberTables,
-};
-use sheetcake_dataplane::worker::{PublishedCounters, ShapingSetup, Worker};
+use sheetcake_dataplane::shaping::{Command, ControlChannel, Retired, SubscriberTables};
+use sheetcake_dataplane::worker::{PublishedCounters, Worker};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +32,9 @@ pub const CHANGE_SPACING_US: u64 = 200;
 /// The rate of every subscriber in the change phases, and the one changes toggle to.
 const RATE: u64 = 10_000_000 / 8;
 const OTHER_RATE: u64 = 12_000_000 / 8;
+
+/// Flow entries beyond one per subscriber.
+const FLOW_SLACK: usize = 4096;
 
 /// Commands the control ring holds, as in the appliance.
 const COMMAND_RING: usize = 4096;
@@ -64,27 +65,6 @@ fn rate_change(k: u64, n: u32) -> Command {
     }
 }
 
-/// A worker with `slots` subscriber slots and the subscribers given, its control channel.
-fn worker_setup(
-    slots: usize,
-    tables: SubscriberTables,
-    locals: Vec<LocalSubscriber>,
-    channel: Arc<ControlChannel>,
-) -> ShapingSetup {
-    ShapingSetup {
-        tables: Arc::new(tables),
-        subscribers: locals,
-        capacity: slots,
-        channel,
-        worker: 0,
-        flows: slots + 4096,
-        queued_budget: QUEUED_BUDGET,
-        seed: 1,
-        gauges: instance_gauges(slots),
-        default_class: [None, None],
-    }
-}
-
 /// Frees what the worker handed back.
 fn drain_retired(channel: &ControlChannel) {
     while let Some(item) = channel.retired.pop() {
@@ -101,16 +81,17 @@ pub fn load_seconds(eal: &'static Eal, hz: u64, pool: Mempool, worker_core: usiz
     let (rig, _ends) = Rig::new(eal, &format!("ld{n}"), 64, pool);
     let channel = ControlChannel::new(COMMAND_RING);
     let published = PublishedCounters::default();
-    let setup = worker_setup(
+    let setup = setup_with(
         n as usize,
         SubscriberTables::default(),
         Vec::new(),
+        n as usize + FLOW_SLACK,
         Arc::clone(&channel),
     );
     let mut worker = Worker::new(rig.pairs(), &published, hz).with_shaping(setup, no_handoff());
     let stop = AtomicBool::new(false);
     let seconds = std::thread::scope(|scope| {
-        let runner = scope.spawn(|| run_pinned(eal, worker_core, &mut worker, &stop));
+        let runner = scope.spawn(|| run_pinned(eal, worker_core, || worker.run(&stop)));
         let started = Instant::now();
         let config = CakeConfig {
             bandwidth: Some(RATE),
@@ -167,13 +148,19 @@ pub fn changes(
     let channel = ControlChannel::new(COMMAND_RING);
     let published = PublishedCounters::default();
     let (tables, locals) = subscribers(n, Shaping::Rate(RATE));
-    let setup = worker_setup(n as usize, tables, locals, Arc::clone(&channel));
+    let setup = setup_with(
+        n as usize,
+        tables,
+        locals,
+        n as usize + FLOW_SLACK,
+        Arc::clone(&channel),
+    );
     let mut worker = Worker::new(rig.pairs(), &published, hz).with_shaping(setup, no_handoff());
     let mut generator = Generator::new(pool, n, 1);
     let stop = AtomicBool::new(false);
     let window = (seconds * hz as f64) as u64;
     let result = std::thread::scope(|scope| {
-        let runner = scope.spawn(|| run_pinned(eal, worker_core, &mut worker, &stop));
+        let runner = scope.spawn(|| run_pinned(eal, worker_core, || worker.run(&stop)));
         let mut feed_until = |until: u64, mut each_round: Box<dyn FnMut(u64) + '_>| {
             while tsc() < until {
                 generator.round(&mut ends.core, &mut ends.access);

@@ -235,12 +235,7 @@ fn write_frame(f: &mut [u8], traffic: &Traffic, s: u32, flow: u32, stamp: Option
         };
         h[12..16].copy_from_slice(&src);
         h[16..20].copy_from_slice(&dst);
-        let sum: u32 = h
-            .chunks_exact(2)
-            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-            .sum();
-        let sum = (sum & 0xffff) + (sum >> 16);
-        let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
+        let sum = sheetcake_parse::checksum::checksum(h);
         h[10..12].copy_from_slice(&sum.to_be_bytes());
     }
     let t = &mut f[l4..];
@@ -260,15 +255,6 @@ fn write_frame(f: &mut [u8], traffic: &Traffic, s: u32, flow: u32, stamp: Option
         let at = traffic.stamp();
         f[at..at + 8].copy_from_slice(&time.to_be_bytes());
     }
-}
-
-/// What the generator did over a run.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Generated {
-    /// Frames the worker's RX ring accepted.
-    pub offered: u64,
-    /// Frames that came back out of the worker.
-    pub returned: u64,
 }
 
 /// The generator for one worker's pair of ring ports.
@@ -368,11 +354,11 @@ impl Generator {
             .unwrap_or_default()
     }
 
-    /// One round: takes back what the worker sent on `access`, readdresses it (or allocates
-    /// new frames while under the limit), and offers a burst on `core`. Returns what moved.
+    /// One round: takes back what the worker sent, rewrites it (or allocates new frames) as
+    /// the next frames, and offers a burst on the core port (downloads) or the access port
+    /// (uploads), as the pace allows.
     #[inline]
-    pub fn round(&mut self, core: &mut RingPortEnds, access: &mut RingPortEnds) -> Generated {
-        let mut done = Generated::default();
+    pub fn round(&mut self, core: &mut RingPortEnds, access: &mut RingPortEnds) {
         // Everything the worker sent is taken off its TX rings at once, so the worker never
         // waits for the generator: what is not reused this round is kept up to a burst and
         // the rest freed.
@@ -384,7 +370,6 @@ impl Generator {
                 }
                 let before = self.back.len();
                 let n = collect.receive(&mut self.back, 64);
-                done.returned += n as u64;
                 if let Some(probe) = &mut self.probe {
                     let now = tsc();
                     let (at, len) = self.traffic.subscriber_field();
@@ -449,8 +434,7 @@ impl Generator {
         // What the ring refuses stays in the burst and goes first next round.
         let port = if self.traffic.upload { access } else { core };
         for inject in port.inject.iter_mut() {
-            done.offered += inject.send(&mut self.burst) as u64;
+            inject.send(&mut self.burst);
         }
-        done
     }
 }

@@ -678,15 +678,15 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
     }
 }
 
-/// Runs `worker` on `core` (pinned, registered as a DPDK lcore) until `stop` is set: how every
-/// case runs the worker.
-fn run_pinned(eal: &'static Eal, core: usize, worker: &mut Worker<'_, '_>, stop: &AtomicBool) {
+/// Runs `work` (a forwarding loop) on `core`, pinned and registered as a DPDK lcore: how every
+/// case runs what it measures.
+fn run_pinned<T>(eal: &'static Eal, core: usize, work: impl FnOnce() -> T) -> T {
     assert!(
         core_affinity::set_for_current(core_affinity::CoreId { id: core }),
-        "cannot pin the worker to core {core}"
+        "cannot pin the forwarding loop to core {core}"
     );
     let _lcore = eal.register_thread().unwrap_or_else(|e| panic!("{e}"));
-    worker.run(stop);
+    work()
 }
 
 fn print_table(cases: &[CaseResult]) {
@@ -801,7 +801,7 @@ impl Bridge {
             let stop = AtomicBool::new(false);
             let (packets, cycles_per_packet, elapsed) = std::thread::scope(|scope| {
                 let eal = self.eal;
-                let runner = scope.spawn(|| run_pinned(eal, worker_core, &mut worker, &stop));
+                let runner = scope.spawn(|| run_pinned(eal, worker_core, || worker.run(&stop)));
                 // Warm-up, then the measured window.
                 std::thread::sleep(Duration::from_secs(1));
                 let c0 = published.read();

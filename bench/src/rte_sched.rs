@@ -7,7 +7,7 @@
 
 use crate::generator::{Generator, FRAME_BYTES};
 use crate::shaped::{subscribers, Rig, QUEUED_BUDGET, RING_FRAMES};
-use crate::CaseResult;
+use crate::{run_pinned, CaseResult};
 use sheetcake_dataplane::dpdk::{tsc, Eal, MbufBuffer, Mempool, SchedConfig, SchedPort};
 use sheetcake_dataplane::shaping::SubscriberTables;
 use sheetcake_dataplane::worker::PortQueues;
@@ -121,12 +121,9 @@ pub fn run(
     let (before, after, elapsed) = std::thread::scope(|scope| {
         let (sched, tables, counters, stop) = (&mut sched, &tables, &counters, &stop);
         let runner = scope.spawn(move || {
-            assert!(
-                core_affinity::set_for_current(core_affinity::CoreId { id: worker_core }),
-                "cannot pin the scheduler to core {worker_core}"
-            );
-            let _lcore = eal.register_thread().unwrap_or_else(|e| panic!("{e}"));
-            forward(core, access, sched, tables, counters, stop);
+            run_pinned(eal, worker_core, || {
+                forward(core, access, sched, tables, counters, stop)
+            })
         });
         let window_start = tsc() + hz;
         let window_end = window_start + (seconds * hz as f64) as u64;

@@ -243,7 +243,7 @@ pub fn run(
     let mut probe_delays = Vec::new();
     let stop = AtomicBool::new(false);
     let (c0, c1, elapsed) = std::thread::scope(|scope| {
-        let runner = scope.spawn(|| run_pinned(eal, worker_core, &mut worker, &stop));
+        let runner = scope.spawn(|| run_pinned(eal, worker_core, || worker.run(&stop)));
         let start = tsc();
         let window_start = start + hz;
         let window_end = window_start + (seconds * hz as f64) as u64;
@@ -366,12 +366,29 @@ pub fn bytes_per_flow() -> f64 {
 /// The shaping setup of `n` subscribers, all on worker 0, with a pool of `flow_pool` flows.
 pub fn setup(n: u32, shaping: Shaping, flow_pool: usize) -> ShapingSetup {
     let (tables, locals) = subscribers(n, shaping);
-    let slots = n as usize;
+    setup_with(
+        n as usize,
+        tables,
+        locals,
+        flow_pool,
+        ControlChannel::new(16),
+    )
+}
+
+/// The setup of worker 0 with `slots` subscriber slots, the subscribers and tables given,
+/// `flow_pool` flows and its command channel: what every case's worker is built from.
+pub fn setup_with(
+    slots: usize,
+    tables: SubscriberTables,
+    subscribers: Vec<LocalSubscriber>,
+    flow_pool: usize,
+    channel: Arc<ControlChannel>,
+) -> ShapingSetup {
     ShapingSetup {
         tables: Arc::new(tables),
-        subscribers: locals,
+        subscribers,
         capacity: slots,
-        channel: ControlChannel::new(16),
+        channel,
         worker: 0,
         flows: flow_pool,
         queued_budget: QUEUED_BUDGET,

@@ -15,12 +15,7 @@ pub fn frame(dst: [u8; 4], len: usize, payload: &[u8]) -> Vec<u8> {
     ip[9] = 17;
     ip[12..16].copy_from_slice(&[192, 0, 2, 1]);
     ip[16..20].copy_from_slice(&dst);
-    let sum = ip
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum::<u32>();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
+    let sum = sheetcake_parse::checksum::checksum(ip);
     ip[10..12].copy_from_slice(&sum.to_be_bytes());
     let udp = &mut f[34..42];
     udp[0..2].copy_from_slice(&4000u16.to_be_bytes());

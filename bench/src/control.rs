@@ -100,8 +100,8 @@ pub fn load_seconds(eal: &'static Eal, hz: u64, pool: Mempool, worker_core: usiz
         let (tables, _) = subscribers(n, Shaping::Rate(RATE));
         let before = channel.applied();
         let send = |mut command: Command| loop {
-            match channel.commands.push(command) {
-                Ok(()) => return,
+            match channel.push(command) {
+                Ok(_) => return,
                 Err(back) => {
                     command = back;
                     drain_retired(&channel);
@@ -193,7 +193,7 @@ pub fn changes(
                     k += 1;
                     let command = rate_change(k, n);
                     let target = channel.applied() + 1;
-                    if channel.commands.push(command).is_ok() {
+                    if channel.push(command).is_ok() {
                         pending = Some((target, tsc()));
                         next_push = now + spacing;
                     }
@@ -209,7 +209,7 @@ pub fn changes(
                 for _ in 0..64 {
                     j += 1;
                     let command = rate_change(j, n);
-                    if channel.commands.push(command).is_err() {
+                    if channel.push(command).is_err() {
                         break;
                     }
                 }

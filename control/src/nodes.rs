@@ -263,7 +263,7 @@ impl NodeBalancer {
                     bandwidth: target,
                 };
                 // A full ring is retried at the next step: the worker is busy applying others.
-                if self.channels[m.worker].commands.push(command).is_ok() {
+                if self.channels[m.worker].push(command).is_ok() {
                     m.applied = Some(target);
                 }
             }

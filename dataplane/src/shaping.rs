@@ -189,6 +189,9 @@ pub struct ControlChannel {
     /// Commands the worker has applied since it started (it alone writes): how the control
     /// side knows a change is in force.
     applied: AtomicU64,
+    /// Commands queued since the start (the control thread alone writes): with `applied`,
+    /// the sequence number that says when one command is in force.
+    queued: AtomicU64,
 }
 
 impl ControlChannel {
@@ -198,7 +201,24 @@ impl ControlChannel {
             commands: ArrayQueue::new(capacity),
             retired: ArrayQueue::new(capacity),
             applied: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
         })
+    }
+
+    /// Queues `command` for the worker, giving it back when the queue is full. The control
+    /// side's only way in (one control thread: the count needs no read-modify-write). Returns
+    /// the command's sequence number: it is in force once [`applied`](Self::applied) reaches
+    /// it, because the worker applies commands in order.
+    pub fn push(&self, command: Command) -> Result<u64, Command> {
+        self.commands.push(command)?;
+        let n = self.queued.load(Ordering::Relaxed) + 1;
+        self.queued.store(n, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Commands queued and not yet applied.
+    pub fn depth(&self) -> usize {
+        self.commands.len()
     }
 
     /// Commands the worker has applied so far.

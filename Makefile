@@ -10,8 +10,10 @@ CARGO ?= cargo
 #   clang libclang-dev    bindgen parses the DPDK headers with libclang
 #   pkg-config            finds DPDK
 #   iproute2 ethtool iputils-ping iperf3 procps   namespaces and real traffic for tests and demo
+#   curl                  the RADIUS/DHCP hook examples call the API with it
+#   prometheus            the test suite scrapes the box with a real Prometheus (and promtool)
 DEBIAN_PACKAGES := libdpdk-dev dpdk dpdk-dev clang libclang-dev pkg-config \
-                   iproute2 ethtool iputils-ping iperf3 procps
+                   iproute2 ethtool iputils-ping iperf3 procps curl prometheus
 
 CAPTURES := target/captures
 

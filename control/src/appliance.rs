@@ -5,17 +5,21 @@
 //! the workers stop, the ports are closed and the pool must be whole again: an mbuf missing at
 //! that point is a bug, and sheetcake says so loudly and exits non-zero.
 
+use crate::api::{self, Shared};
 use crate::config::{Settings, HANDOFF_RING_FRAMES};
+use crate::control_loop::{ControlLoop, Signals};
 use crate::live::{worker_seed, LiveShaping};
+use crate::metrics::Snapshot;
 use crate::nodes::{NodeBalancer, BALANCE_INTERVAL};
-use crate::subscribers::{owner_worker, Node, Subscriber, SubscriberSet};
+use crate::registry::Registry;
+use crate::subscribers::SubscriberSet;
+use parking_lot::Mutex;
 use sheetcake_dataplane::dpdk::{
     mbuf_ring, tsc_hz, DpdkError, Eal, Mempool, MempoolConfig, Port, PortConfig, PortStats,
     RSS_DESTINATION_ONLY, RSS_SOURCE_ONLY,
 };
 use sheetcake_dataplane::shaping::{
-    instance_gauges, ControlChannel, Direction, InstanceGauges, LocalSubscriber, Owner,
-    SubscriberTables,
+    instance_gauges, ControlChannel, InstanceGauges, LocalSubscriber, SubscriberTables,
 };
 use sheetcake_dataplane::worker::{
     DropReason, Handoff, PairQueues, PortQueues, PublishedCounters, ShapingSetup, Worker,
@@ -24,14 +28,6 @@ use sheetcake_dataplane::worker::{
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// Subscribers whose statistics SIGUSR1 prints: the busiest, so a box with a million
-/// subscribers prints a screenful, not a million.
-const REPORTED_SUBSCRIBERS: usize = 20;
-
-/// How often the control thread wakes to check for a stop request.
-const CONTROL_TICK: Duration = Duration::from_millis(50);
 
 /// Why the appliance could not run, or ended badly.
 #[derive(Debug)]
@@ -91,57 +87,39 @@ fn eal_advice(err: &DpdkError) -> String {
 /// Commands queued per worker at most (a reload of more changes waits for the worker).
 const COMMAND_QUEUE: usize = 4096;
 
-/// The start-up plan: the shared address tables, each worker's own subscribers, and who was
-/// placed where (for later reloads).
-struct ShapingPlan {
-    tables: SubscriberTables,
-    locals: Vec<Vec<LocalSubscriber>>,
-    placed: Vec<(Subscriber, Owner)>,
-    nodes: Vec<Node>,
-}
-
-/// Splits the subscribers over `workers`.
+/// Splits the subscribers over `workers`: the registry places them, and each worker starts
+/// with its own in local-slot order.
 fn plan_shaping(
     set: SubscriberSet,
     workers: usize,
     capacity: u32,
-) -> Result<ShapingPlan, RunError> {
+) -> Result<(Registry, SubscriberTables, Vec<Vec<LocalSubscriber>>), RunError> {
+    let mut registry = Registry::new(workers, capacity);
+    let plan = registry
+        .replace(set)
+        .map_err(|r| RunError::Start(format!("{r:?}")))?;
     let mut locals: Vec<Vec<LocalSubscriber>> = (0..workers).map(|_| Vec::new()).collect();
-    let mut owners = Vec::with_capacity(set.subscribers.len());
-    let mut placed = Vec::with_capacity(set.subscribers.len());
-    for s in set.subscribers {
-        let w = owner_worker(&s.id, workers);
-        if locals[w].len() >= capacity as usize {
-            return Err(RunError::Start(format!(
-                "worker {w} would own more than [shaping] subscribers_per_worker = {capacity} \
-                 subscribers; raise it"
-            )));
-        }
-        let owner = Owner {
-            worker: w as u16,
-            local: locals[w].len() as u32,
-        };
-        owners.push(owner);
-        locals[w].push(LocalSubscriber {
-            id: s.id.clone(),
+    let mut upserts = plan.upserts;
+    upserts.sort_by_key(|(owner, _)| (owner.worker, owner.local));
+    for (owner, s) in upserts {
+        let mine = &mut locals[owner.worker as usize];
+        // A fresh registry hands out each worker's slots from 0 up.
+        debug_assert_eq!(owner.local as usize, mine.len());
+        mine.push(LocalSubscriber {
+            id: s.id,
             download: s.download,
             upload: s.upload,
         });
-        placed.push((s, owner));
     }
-    Ok(ShapingPlan {
-        tables: SubscriberTables {
-            addresses: set.addresses,
-            owners,
-        },
-        locals,
-        placed,
-        nodes: set.nodes,
-    })
+    let tables = plan.tables.unwrap_or_default();
+    Ok((registry, tables, locals))
 }
 
 /// Runs the appliance until SIGINT or SIGTERM.
 pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<(), RunError> {
+    let shared = Arc::new(Shared {
+        snapshot: Mutex::new(Arc::new(Snapshot::default())),
+    });
     let eal = Eal::init(&settings.eal_args).map_err(|e| RunError::Start(eal_advice(&e)))?;
     let hz = tsc_hz(eal);
     let pool = Mempool::new(
@@ -213,42 +191,37 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
     let (shaping, mut live, mut balancer) = match subscribers {
         Some(set) => {
             let count = set.subscribers.len();
-            let plan = plan_shaping(
+            let (registry, tables, locals) = plan_shaping(
                 set,
                 usize::from(workers),
                 settings.shaping.subscribers_per_worker,
             )?;
             println!(
                 "shaping {count} subscribers over {workers} worker(s): {:?} each",
-                plan.locals.iter().map(Vec::len).collect::<Vec<_>>()
+                locals.iter().map(Vec::len).collect::<Vec<_>>()
             );
-            let balancer = NodeBalancer::new(
-                &plan.nodes,
-                plan.placed.iter().map(|(s, owner)| (s, *owner)),
-                gauges.clone(),
-                channels.clone(),
-            );
+            let nodes = registry.node_list();
+            let balancer =
+                NodeBalancer::new(&nodes, registry.placed(), gauges.clone(), channels.clone());
             if !balancer.is_idle() {
                 println!(
                     "{} parent node(s): busy subscribers share each node's capacity, \
                      re-balanced every {} ms",
-                    plan.nodes.len(),
+                    nodes.len(),
                     BALANCE_INTERVAL.as_millis()
                 );
             }
             // The embedded demo has no file to reload.
             let live = LiveShaping::new(
-                settings.shaping.subscribers.clone(),
+                settings.shaping.source.clone(),
                 settings.shaping.defaults.clone(),
-                plan.placed,
-                plan.nodes,
-                settings.shaping.subscribers_per_worker,
+                registry,
                 channels.clone(),
                 gauges.clone(),
             );
             let shaping = WorkerShaping {
-                tables: Arc::new(plan.tables),
-                locals: plan.locals,
+                tables: Arc::new(tables),
+                locals,
                 channels: channels.clone(),
                 gauges,
             };
@@ -259,14 +232,45 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
             (None, None, None)
         }
     };
-    let control = Control {
-        stop: &stop,
-        reload: &reload,
-        report: &report,
+    // The API starts once the ports are up, so what it reports exists.
+    let (api, calls) = match settings.api.listen {
+        Some(listen) => {
+            let (server, calls) =
+                api::start(&settings.api, listen, Arc::clone(&shared)).map_err(RunError::Start)?;
+            println!(
+                "api: listening on http://{}/ (health, v1/..., metrics){}",
+                server.address,
+                if settings.api.token.is_some() {
+                    "; bearer token required"
+                } else {
+                    ""
+                }
+            );
+            (Some(server), Some(calls))
+        }
+        None => {
+            println!("api: off ([api] listen = \"off\")");
+            (None, None)
+        }
+    };
+    let control = ControlLoop {
+        settings,
+        ports: &ports,
+        published: &published,
+        pool: &pool,
+        hz,
+        signals: Signals {
+            stop: &stop,
+            reload: &reload,
+            report: &report,
+        },
         live: live.as_mut(),
         balancer: balancer.as_mut(),
+        calls,
+        shared,
     };
-    let finals = run_workers(settings, eal, hz, &ports, &published, control, shaping)?;
+    let finals = run_workers(settings, eal, &ports, &published, control, shaping)?;
+    drop(api);
 
     let mut totals = WorkerCounters::default();
     for counters in &finals {
@@ -326,13 +330,13 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
 fn run_workers(
     settings: &Settings,
     eal: &'static Eal,
-    hz: u64,
     ports: &[[Port; 2]],
     published: &[PublishedCounters],
-    control: Control<'_>,
+    control: ControlLoop<'_>,
     shaping: Option<WorkerShaping>,
 ) -> Result<Vec<WorkerCounters>, RunError> {
-    let stop = control.stop;
+    let stop = control.signals.stop;
+    let hz = control.hz;
     let workers = settings.worker_cores.len();
     // Each worker shapes the unknown traffic it receives with its own default-class instance,
     // at an equal part of the class's rate: RSS spreads that traffic over the workers by
@@ -464,7 +468,7 @@ fn run_workers(
             handles.push(handle);
         }
 
-        status_loop(settings, ports, published, control);
+        control.run();
 
         let mut finals = Vec::new();
         for (w, handle) in handles.into_iter().enumerate() {
@@ -485,173 +489,4 @@ struct WorkerShaping {
     locals: Vec<Vec<LocalSubscriber>>,
     channels: Vec<Arc<ControlChannel>>,
     gauges: Vec<InstanceGauges>,
-}
-
-/// What the control loop watches besides the workers.
-struct Control<'a> {
-    /// Set by SIGINT/SIGTERM.
-    stop: &'a AtomicBool,
-    /// Set by SIGHUP: reload the subscriber file.
-    reload: &'a AtomicBool,
-    /// Set by SIGUSR1: print the busiest subscribers' statistics.
-    report: &'a AtomicBool,
-    /// The live shaping state, when there is a subscriber file.
-    live: Option<&'a mut LiveShaping>,
-    /// The parent nodes' balancer, when shaping.
-    balancer: Option<&'a mut NodeBalancer>,
-}
-
-/// Prints one line per port and per worker every `status_interval_seconds`, reloads the
-/// subscriber file on SIGHUP, and frees what workers hand back, until asked to stop.
-fn status_loop(
-    settings: &Settings,
-    ports: &[[Port; 2]],
-    published: &[PublishedCounters],
-    mut control: Control<'_>,
-) {
-    let stop = control.stop;
-    let started = Instant::now();
-    let interval = Duration::from_secs_f64(settings.status_interval_seconds);
-    let mut last_at = Instant::now();
-    let mut last_ports: Vec<PortStats> = vec![PortStats::default(); ports.len() * 2];
-    let mut last_workers: Vec<WorkerCounters> = vec![WorkerCounters::default(); published.len()];
-    while !stop.load(Ordering::Relaxed) {
-        // Nodes are re-shared every BALANCE_INTERVAL; without them the loop only has signals
-        // and status to watch.
-        let nodes_active = control.balancer.as_deref().is_some_and(|b| !b.is_idle());
-        std::thread::sleep(if nodes_active {
-            BALANCE_INTERVAL
-        } else {
-            CONTROL_TICK
-        });
-        if let Some(balancer) = control.balancer.as_deref_mut() {
-            balancer.step(Instant::now());
-        }
-        if let Some(live) = control.live.as_deref_mut() {
-            live.collect_retired();
-            if control.report.swap(false, Ordering::Relaxed) {
-                let asked = live.request_reports(REPORTED_SUBSCRIBERS);
-                println!("statistics: asked the workers for the {asked} busiest subscribers");
-            }
-            if let Some(reports) = live.take_reports() {
-                for (id, r) in &reports {
-                    print!("{}", crate::report::format(id, r));
-                }
-            }
-            if control.reload.swap(false, Ordering::Relaxed) {
-                match live.reload() {
-                    Ok((s, took)) => {
-                        println!(
-                            "reload: {} added, {} removed, {} changed, {} unchanged; sent to \
-                             the workers in {:.1} ms",
-                            s.added,
-                            s.removed,
-                            s.changed,
-                            s.unchanged,
-                            took.as_secs_f64() * 1e3
-                        );
-                        if let Some(balancer) = control.balancer.as_deref_mut() {
-                            balancer.rebuild(live.nodes(), live.placed());
-                        }
-                    }
-                    Err(e) => println!("reload refused, nothing changed:\n{e}"),
-                }
-            }
-        } else if control.reload.swap(false, Ordering::Relaxed) {
-            println!("reload: no subscriber file to reload");
-        }
-        if interval.is_zero() || last_at.elapsed() < interval {
-            continue;
-        }
-        let secs = last_at.elapsed().as_secs_f64();
-        last_at = Instant::now();
-        let t = started.elapsed().as_secs_f64();
-        for (i, (pair, port)) in settings
-            .pairs
-            .iter()
-            .flat_map(|pair| [(pair, "core"), (pair, "access")])
-            .zip(ports.iter().flat_map(|p| p.iter()))
-            .enumerate()
-        {
-            let (pair, side) = pair;
-            let now = port.stats();
-            let prev = last_ports[i];
-            println!(
-                "[{t:8.1}s] port {}/{side:<6} rx {:>12} ({}, {})  tx {:>12} ({}, {})  missed {} rx-errors {} no-mbuf {}",
-                pair.name,
-                now.rx_packets,
-                pps(now.rx_packets - prev.rx_packets, secs),
-                bps(now.rx_bytes - prev.rx_bytes, secs),
-                now.tx_packets,
-                pps(now.tx_packets - prev.tx_packets, secs),
-                bps(now.tx_bytes - prev.tx_bytes, secs),
-                now.rx_missed,
-                now.rx_errors,
-                now.rx_no_mbuf,
-            );
-            last_ports[i] = now;
-        }
-        for (w, counters) in published.iter().enumerate() {
-            let now = counters.read();
-            let prev = last_workers[w];
-            let cycles = now.total_cycles.saturating_sub(prev.total_cycles).max(1);
-            let busy = now.busy_cycles - prev.busy_cycles;
-            let packets = now.rx_packets - prev.rx_packets;
-            println!(
-                "[{t:8.1}s] worker {w} core {:<3} rx {:>12} tx {:>12} shaped {:>12} unshaped {:>12} handed_off {:>10} taken_over {:>10} queued {:>6} flows {:>6} dropped {:>8}  busy {:5.1}%  {} cycles/packet",
-                settings.worker_cores[w],
-                now.rx_packets,
-                now.tx_packets,
-                now.shaped_packets,
-                now.unshaped_packets,
-                now.handed_off,
-                now.taken_over,
-                now.queued,
-                now.flows_in_use,
-                now.dropped_total(),
-                100.0 * busy as f64 / cycles as f64,
-                busy.checked_div(packets).map_or("-".into(), |c| c.to_string()),
-            );
-            last_workers[w] = now;
-        }
-        if let Some(balancer) = control.balancer.as_deref() {
-            for share in balancer.status() {
-                println!(
-                    "[{t:8.1}s] node {} {:<8} {} of {} arriving, {} of {} members limited, \
-                     each at {:.0}% of its plan",
-                    share.node,
-                    match share.direction {
-                        Direction::Download => "download",
-                        Direction::Upload => "upload",
-                    },
-                    bps(share.arriving as u64, 1.0),
-                    bps(share.capacity, 1.0),
-                    share.limited,
-                    share.members,
-                    100.0 * share.level,
-                );
-            }
-        }
-    }
-}
-
-fn pps(packets: u64, secs: f64) -> String {
-    si(packets as f64 / secs, "pps")
-}
-
-fn bps(bytes: u64, secs: f64) -> String {
-    si(bytes as f64 * 8.0 / secs, "bit/s")
-}
-
-fn si(value: f64, unit: &str) -> String {
-    let (scaled, prefix) = if value >= 1e9 {
-        (value / 1e9, "G")
-    } else if value >= 1e6 {
-        (value / 1e6, "M")
-    } else if value >= 1e3 {
-        (value / 1e3, "k")
-    } else {
-        (value, "")
-    };
-    format!("{scaled:.2} {prefix}{unit}")
 }

@@ -46,15 +46,106 @@ pub struct Config {
     /// Per-subscriber shaping.
     #[serde(default)]
     pub shaping: ShapingSection,
+    /// The HTTP API and Prometheus metrics.
+    #[serde(default)]
+    pub api: ApiSection,
+    /// What the metrics export.
+    #[serde(default)]
+    pub metrics: MetricsSection,
 }
+
+/// `[api]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Address and port of the HTTP API and `/metrics`; "off" turns it off.
+    #[serde(default = "default_listen")]
+    pub listen: Spanned<String>,
+    /// Bearer token every request but `GET /health` must carry; required for an address
+    /// other than loopback.
+    pub token: Option<Spanned<String>>,
+    /// Largest request body accepted, bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: Spanned<u64>,
+}
+
+/// The API's default address: loopback only, so nothing is exposed until the operator says so.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9180";
+
+fn default_listen() -> Spanned<String> {
+    Spanned::new(0..0, DEFAULT_LISTEN.into())
+}
+fn default_max_body() -> Spanned<u64> {
+    // A bulk apply of 300,000 subscribers in the native JSON form.
+    Spanned::new(0..0, 64 << 20)
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            listen: default_listen(),
+            token: None,
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Subscribers with their own series: the busiest this many (by bytes over the last
+    /// refresh), so a box of a million subscribers exports a bounded number of series.
+    #[serde(default = "default_subscriber_series")]
+    pub subscriber_series: Spanned<u32>,
+    /// Subscribers that always have their own series, busy or not (IDs).
+    #[serde(default)]
+    pub subscribers: Vec<Spanned<String>>,
+}
+
+fn default_subscriber_series() -> Spanned<u32> {
+    Spanned::new(0..0, 100)
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            subscriber_series: default_subscriber_series(),
+            subscribers: Vec::new(),
+        }
+    }
+}
+
+/// The API's settings after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Api {
+    /// Where to listen (`None`: off).
+    pub listen: Option<std::net::SocketAddr>,
+    /// The bearer token, if any.
+    pub token: Option<String>,
+    /// Largest body, bytes.
+    pub max_body_bytes: u64,
+    /// Busiest subscribers exported with their own series.
+    pub subscriber_series: usize,
+    /// Subscribers always exported.
+    pub always_exported: Vec<String>,
+}
+
+/// Most subscribers that may have their own series (each costs about ten series).
+pub const MAX_SUBSCRIBER_SERIES: u32 = 10_000;
 
 /// `[shaping]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShapingSection {
-    /// The subscriber file (relative paths are relative to the configuration file). Without
-    /// one, sheetcake bridges without shaping.
+    /// The subscriber file (relative paths are relative to the configuration file): `.toml`,
+    /// `.json` or LibreQoS's `.csv`. Without one, sheetcake bridges without shaping.
     pub subscribers: Option<Spanned<String>>,
+    /// LibreQoS's `network.json`, whose nodes become parent nodes.
+    pub network: Option<Spanned<String>>,
+    /// Reload when the subscriber file (or the network file) changes.
+    #[serde(default)]
+    pub watch: bool,
     /// tc-cake words every download instance starts from.
     #[serde(default = "default_download_words")]
     pub download: Spanned<String>,
@@ -111,6 +202,8 @@ impl Default for ShapingSection {
     fn default() -> Self {
         ShapingSection {
             subscribers: None,
+            network: None,
+            watch: false,
             download: default_download_words(),
             upload: default_upload_words(),
             flows_per_worker: default_flows_per_worker(),
@@ -125,8 +218,10 @@ impl Default for ShapingSection {
 /// Shaping settings after validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shaping {
-    /// The subscriber file, resolved.
-    pub subscribers: Option<std::path::PathBuf>,
+    /// The subscriber source, resolved.
+    pub source: Option<crate::subscribers::SubscriberSource>,
+    /// Reload when its files change.
+    pub watch: bool,
     /// Default words per direction.
     pub defaults: crate::subscribers::Defaults,
     /// Active flows per worker.
@@ -409,6 +504,8 @@ pub struct Settings {
     pub pairs: Vec<Pair>,
     /// Per-subscriber shaping.
     pub shaping: Shaping,
+    /// The HTTP API and metrics.
+    pub api: Api,
 }
 
 /// Bytes DPDK keeps free at the start of every mbuf (`RTE_PKTMBUF_HEADROOM`).
@@ -433,11 +530,10 @@ impl Settings {
         })?;
         let mut settings = Settings::parse(&text, &file)?;
         // Relative subscriber paths are relative to the configuration file.
-        if let Some(subs) = &mut settings.shaping.subscribers {
-            if subs.is_relative() {
-                if let Some(dir) = path.parent() {
-                    *subs = dir.join(&*subs);
-                }
+        if let (Some(source), Some(dir)) = (&mut settings.shaping.source, path.parent()) {
+            source.path = dir.join(&source.path);
+            if let Some(network) = &mut source.network {
+                *network = dir.join(&*network);
             }
         }
         Ok(settings)
@@ -479,6 +575,87 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
+    fn api(&mut self, section: &ApiSection, metrics: &MetricsSection) -> Api {
+        let text = section.listen.get_ref().trim();
+        let listen = if text == "off" {
+            None
+        } else {
+            match text.parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.error(
+                        &section.listen,
+                        "api.listen",
+                        format!(
+                            "{text:?} is not an address and port; expected like \
+                             \"{DEFAULT_LISTEN}\", \"[::1]:9180\", \"0.0.0.0:9180\" (with a \
+                             token) or \"off\""
+                        ),
+                    );
+                    None
+                }
+            }
+        };
+        let token = section
+            .token
+            .as_ref()
+            .map(|t| t.get_ref().trim().to_owned());
+        if let Some(t) = &section.token {
+            let text = t.get_ref().trim();
+            if text.len() < 16 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+                self.error(
+                    t,
+                    "api.token",
+                    "expected at least 16 printable characters without spaces (e.g. the output \
+                     of `openssl rand -hex 32`)",
+                );
+            }
+        }
+        if let Some(a) = listen {
+            if !a.ip().is_loopback() && token.is_none() {
+                self.error(
+                    &section.listen,
+                    "api.listen",
+                    format!(
+                        "{a} is reachable from other machines, so the API needs a token: set \
+                         api.token (anyone who can reach the API can change every \
+                         subscriber's shaping)"
+                    ),
+                );
+            }
+        }
+        let max_body = *section.max_body_bytes.get_ref();
+        if !(4096..=(1u64 << 30)).contains(&max_body) {
+            self.error(
+                &section.max_body_bytes,
+                "api.max_body_bytes",
+                format!("expected 4096 to 1073741824 bytes, got {max_body}"),
+            );
+        }
+        let series = *metrics.subscriber_series.get_ref();
+        if series > MAX_SUBSCRIBER_SERIES {
+            self.error(
+                &metrics.subscriber_series,
+                "metrics.subscriber_series",
+                format!(
+                    "expected 0 to {MAX_SUBSCRIBER_SERIES} subscribers (each adds about ten \
+                     series to every scrape), got {series}"
+                ),
+            );
+        }
+        Api {
+            listen,
+            token,
+            max_body_bytes: max_body,
+            subscriber_series: series as usize,
+            always_exported: metrics
+                .subscribers
+                .iter()
+                .map(|s| s.get_ref().trim().to_owned())
+                .collect(),
+        }
+    }
+
     fn error<T>(&mut self, value: &Spanned<T>, key: impl Into<String>, message: impl Into<String>) {
         let span = value.span();
         let line = (span != (0..0)).then(|| line_of(self.text, &span));
@@ -739,6 +916,35 @@ impl Validator<'_> {
             None => needed,
         };
 
+        let source = config.shaping.subscribers.as_ref().and_then(|path| {
+            let path = std::path::PathBuf::from(path.get_ref());
+            let network = config
+                .shaping
+                .network
+                .as_ref()
+                .map(|n| std::path::PathBuf::from(n.get_ref()));
+            match crate::subscribers::Format::of(&path) {
+                Ok(format) => Some(crate::subscribers::SubscriberSource {
+                    path,
+                    format,
+                    network,
+                }),
+                Err(message) => {
+                    let value = config.shaping.subscribers.as_ref().expect("matched above");
+                    self.error(value, "shaping.subscribers", message);
+                    None
+                }
+            }
+        });
+        if let (Some(network), None) = (&config.shaping.network, &config.shaping.subscribers) {
+            self.error(
+                network,
+                "shaping.network",
+                "a network file gives the nodes of a subscriber file; set shaping.subscribers too",
+            );
+        }
+        let api = self.api(&config.api, &config.metrics);
+
         if !self.errors.is_empty() {
             return Err(ConfigErrors(self.errors));
         }
@@ -782,12 +988,10 @@ impl Validator<'_> {
             tx_descriptors: *config.ports.tx_descriptors.get_ref(),
             status_interval_seconds: interval,
             pairs,
+            api,
             shaping: Shaping {
-                subscribers: config
-                    .shaping
-                    .subscribers
-                    .as_ref()
-                    .map(|p| std::path::PathBuf::from(p.get_ref())),
+                source,
+                watch: config.shaping.watch,
                 defaults: crate::subscribers::Defaults {
                     download: config.shaping.download.get_ref().clone(),
                     upload: config.shaping.upload.get_ref().clone(),
@@ -954,6 +1158,48 @@ access = "net_ring1"
             .unwrap_err()
             .to_string();
         assert!(err.contains("needs shaping.subscribers"), "{err}");
+    }
+
+    #[test]
+    fn the_api_stays_on_loopback_unless_a_token_guards_it() {
+        let s = Settings::parse(GOOD, "good.toml").expect("valid");
+        assert_eq!(s.api.listen, Some(DEFAULT_LISTEN.parse().unwrap()));
+        assert_eq!(s.api.subscriber_series, 100);
+        let open = format!("{GOOD}\n[api]\nlisten = \"0.0.0.0:9180\"\n");
+        let err = Settings::parse(&open, "api.toml").unwrap_err().to_string();
+        assert!(err.contains("api.toml:11: api.listen: 0.0.0.0:9180 is reachable from other machines, so the API needs a token"), "{err}");
+        let guarded = format!("{open}token = \"0123456789abcdef0123\"\n");
+        let s = Settings::parse(&guarded, "api.toml").expect("valid with a token");
+        assert_eq!(s.api.token.as_deref(), Some("0123456789abcdef0123"));
+        let weak = format!("{GOOD}\n[api]\ntoken = \"secret\"\nlisten = \"localhost\"\n");
+        let err = Settings::parse(&weak, "api.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("api.token: expected at least 16 printable characters"),
+            "{err}"
+        );
+        assert!(
+            err.contains("api.listen: \"localhost\" is not an address and port"),
+            "{err}"
+        );
+        let off = format!("{GOOD}\n[api]\nlisten = \"off\"\n");
+        assert_eq!(Settings::parse(&off, "api.toml").unwrap().api.listen, None);
+    }
+
+    #[test]
+    fn the_subscriber_file_format_comes_from_its_extension() {
+        let csv = format!(
+            "{GOOD}\n[shaping]\nsubscribers = \"ShapedDevices.csv\"\nnetwork = \"network.json\"\n"
+        );
+        let s = Settings::parse(&csv, "f.toml").expect("valid");
+        let source = s.shaping.source.expect("a source");
+        assert_eq!(source.format, crate::subscribers::Format::ShapedDevices);
+        assert!(source.network.is_some());
+        let odd = format!("{GOOD}\n[shaping]\nsubscribers = \"subs.txt\"\n");
+        let err = Settings::parse(&odd, "f.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("f.toml:11: shaping.subscribers: subs.txt has no known extension"),
+            "{err}"
+        );
     }
 
     #[test]

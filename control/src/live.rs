@@ -1,20 +1,22 @@
-//! Live changes: the control thread's view of who is shaped where, and how a reload of the
-//! subscriber file becomes commands to the workers.
+//! Live changes: how a change of subscribers (a reload, an API call) becomes commands to the
+//! workers, and how the control thread learns it is in force.
 //!
-//! A reload is validated as a whole first (nothing is applied if any record is bad), then only
-//! the difference is sent: subscribers added get instances on their owner; subscribers whose
-//! rates or options changed get them applied in place (their queued frames and flows stay);
-//! removed subscribers have their queues freed; the address tables are swapped when any
-//! address moved. Unchanged subscribers are not touched at all.
+//! The [`Registry`] validates a change and says what must happen ([`Plan`]); nothing is sent
+//! unless all of it was accepted. Then, per worker and in this order: instances for
+//! subscribers added or whose CAKE changed (a subscriber already present keeps its queued
+//! frames and flows: the worker applies the new configuration in place), the new address
+//! tables if any address moved, and removals (their queued frames are freed). Unchanged
+//! subscribers are not touched at all. Every command has a sequence number on its worker's
+//! channel; the change is in force when each worker involved has applied up to its last one.
 
-use crate::subscribers::{owner_worker, Defaults, Node, Subscriber, SubscriberSet};
+use crate::registry::{Change, Plan, Refusal, Registry, Summary};
+use crate::subscribers::{Defaults, Subscriber, SubscriberSet, SubscriberSource};
 use sheetcake_cake::{Cake, InstanceSetup};
 use sheetcake_dataplane::shaping::{
-    Command, ControlChannel, InstanceGauges, Owner, Retired, SubscriberReport, SubscriberTables,
+    Command, ControlChannel, InstanceGauges, Owner, Retired, SubscriberReport,
 };
 use sheetcake_dataplane::worker::placeholder_config;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,255 +53,298 @@ fn placeholders(w: usize, local: u32) -> Box<[Cake; 2]> {
     ])
 }
 
-/// What a reload changed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ReloadSummary {
-    pub added: usize,
-    pub removed: usize,
-    pub changed: usize,
-    pub unchanged: usize,
+/// A change sent to the workers.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// What it changed.
+    pub summary: Summary,
+    /// Whether parent nodes must be re-shared.
+    pub nodes_changed: bool,
+    /// Per worker, the sequence number of the last command of the change (0: none sent).
+    pub last: Vec<u64>,
+    /// When it was accepted.
+    pub started: Instant,
+    /// How long validating and sending took.
+    pub took: Duration,
 }
 
-/// The shaping state the control thread keeps.
-pub struct LiveShaping {
-    /// The subscriber file (`None` for the embedded demo, which has nothing to reload).
-    path: Option<PathBuf>,
+/// Who asked for a subscriber's statistics.
+pub enum Waiter<R> {
+    /// SIGUSR1: print them.
+    Signal(String),
+    /// Someone else (an API request, the metrics refresh), with their token.
+    Caller(String, R),
+}
+
+/// The shaping state the control thread keeps. `R` is what a caller waiting for statistics
+/// is answered with (the API's reply handle).
+pub struct LiveShaping<R> {
+    /// The subscriber source to reload (`None` for the embedded demo).
+    source: Option<SubscriberSource>,
     defaults: Defaults,
-    /// Current subscribers by ID, with their owner.
-    current: HashMap<String, (Subscriber, Owner)>,
-    /// Parent nodes, as the file last gave them.
-    nodes: Vec<Node>,
-    /// Free local slots per worker.
-    free: Vec<Vec<u32>>,
+    registry: Registry,
     channels: Vec<Arc<ControlChannel>>,
     /// Each worker's instance gauges, to find the busiest subscribers.
     gauges: Vec<InstanceGauges>,
-    /// Statistics asked of the workers and not back yet: (worker, local) to subscriber ID.
-    reports_pending: HashMap<(u16, u32), String>,
-    /// Statistics back from the workers, by subscriber ID.
-    reports: Vec<(String, Box<SubscriberReport>)>,
+    /// Statistics asked of the workers and not back yet, by (worker, local).
+    waiting: HashMap<(u16, u32), Vec<Waiter<R>>>,
+    /// Statistics back for SIGUSR1, and how many are still out.
+    signal_reports: Vec<(String, Box<SubscriberReport>)>,
+    signal_pending: usize,
 }
 
-impl LiveShaping {
-    /// The state after start-up: `placed` subscribers on their owners, `capacity` slots per
-    /// worker.
+impl<R> LiveShaping<R> {
+    /// The state after start-up.
     pub fn new(
-        path: Option<PathBuf>,
+        source: Option<SubscriberSource>,
         defaults: Defaults,
-        placed: Vec<(Subscriber, Owner)>,
-        nodes: Vec<Node>,
-        capacity: u32,
+        registry: Registry,
         channels: Vec<Arc<ControlChannel>>,
         gauges: Vec<InstanceGauges>,
-    ) -> LiveShaping {
-        let mut used: Vec<Vec<bool>> = channels
-            .iter()
-            .map(|_| vec![false; capacity as usize])
-            .collect();
-        let mut current = HashMap::new();
-        for (s, owner) in placed {
-            used[owner.worker as usize][owner.local as usize] = true;
-            current.insert(s.id.clone(), (s, owner));
-        }
-        let free = used
-            .iter()
-            .map(|u| {
-                (0..u.len() as u32)
-                    .rev()
-                    .filter(|&l| !u[l as usize])
-                    .collect()
-            })
-            .collect();
+    ) -> LiveShaping<R> {
         LiveShaping {
-            path,
+            source,
             defaults,
-            current,
-            nodes,
-            free,
+            registry,
             channels,
             gauges,
-            reports_pending: HashMap::new(),
-            reports: Vec::new(),
+            waiting: HashMap::new(),
+            signal_reports: Vec::new(),
+            signal_pending: 0,
         }
     }
 
-    /// The parent nodes in force.
-    pub fn nodes(&self) -> &[Node] {
-        &self.nodes
+    /// Who is shaped now.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
-    /// Every subscriber with its owner.
-    pub fn placed(&self) -> impl Iterator<Item = (&Subscriber, Owner)> + '_ {
-        self.current.values().map(|(s, owner)| (s, *owner))
+    /// The defaults new subscribers start from.
+    pub fn defaults(&self) -> &Defaults {
+        &self.defaults
     }
 
-    /// Frees what the workers handed back, and keeps the statistics they reported. Called
-    /// every control tick.
-    pub fn collect_retired(&mut self) {
+    /// The workers' channels.
+    pub fn channels(&self) -> &[Arc<ControlChannel>] {
+        &self.channels
+    }
+
+    /// The workers' instance gauges.
+    pub fn gauges(&self) -> &[InstanceGauges] {
+        &self.gauges
+    }
+
+    /// Frees what the workers handed back, and returns the statistics that callers were
+    /// waiting for. Called every control tick.
+    pub fn collect_retired(&mut self) -> Vec<(R, String, Box<SubscriberReport>)> {
+        let mut answered = Vec::new();
         for (w, channel) in self.channels.iter().enumerate() {
             while let Some(item) = channel.retired.pop() {
                 match item {
                     Retired::Tables(t) => drop(t),
                     Retired::Instances(i) => drop(i),
                     Retired::Report(r) => {
-                        // A subscriber removed meanwhile has no ID to report under.
-                        if let Some(id) = self.reports_pending.remove(&(w as u16, r.local)) {
-                            self.reports.push((id, r));
+                        // A subscriber removed meanwhile has nobody waiting.
+                        let Some(waiters) = self.waiting.remove(&(w as u16, r.local)) else {
+                            continue;
+                        };
+                        for waiter in waiters {
+                            match waiter {
+                                Waiter::Signal(id) => {
+                                    self.signal_pending -= 1;
+                                    self.signal_reports.push((id, r.clone()));
+                                }
+                                Waiter::Caller(id, token) => {
+                                    answered.push((token, id, r.clone()));
+                                }
+                            }
                         }
                     }
                 }
             }
         }
+        answered
     }
 
-    /// Asks the owners for the statistics of the `count` subscribers that received the most
-    /// bytes (both directions) since start; [`take_reports`](Self::take_reports) hands them
-    /// over once all are back. Returns how many were asked for.
-    pub fn request_reports(&mut self, count: usize) -> usize {
+    /// Removes the callers `expired` says have waited too long, and returns them (their
+    /// reports, when they come, are for nobody).
+    pub fn expire(&mut self, expired: impl Fn(&R) -> bool) -> Vec<R> {
+        let mut gone = Vec::new();
+        self.waiting.retain(|_, waiters| {
+            let mut i = 0;
+            while i < waiters.len() {
+                match &waiters[i] {
+                    Waiter::Caller(_, r) if expired(r) => match waiters.swap_remove(i) {
+                        Waiter::Caller(_, r) => gone.push(r),
+                        Waiter::Signal(_) => unreachable!("matched a caller"),
+                    },
+                    _ => i += 1,
+                }
+            }
+            !waiters.is_empty()
+        });
+        gone
+    }
+
+    /// Asks the owner of `id` for its statistics on behalf of `waiter`. False if there is no
+    /// such subscriber or its worker's queue is full (a worker busy with a large reload is
+    /// skipped, not waited for).
+    pub fn request_report(&mut self, id: &str, waiter: Waiter<R>) -> bool {
+        let Some(entry) = self.registry.get(id) else {
+            return false;
+        };
+        let owner = entry.owner;
+        let key = (owner.worker, owner.local);
+        if let Some(waiters) = self.waiting.get_mut(&key) {
+            // One report answers everyone waiting for it.
+            waiters.push(waiter);
+            return true;
+        }
+        let command = Command::Report {
+            local: owner.local,
+            report: SubscriberReport::new(owner.local),
+        };
+        if self.channels[owner.worker as usize].push(command).is_err() {
+            return false;
+        }
+        self.waiting.insert(key, vec![waiter]);
+        true
+    }
+
+    /// The IDs of the `count` subscribers that received the most bytes (both directions) since
+    /// start, busiest first.
+    pub fn busiest(&self, count: usize) -> Vec<String> {
         let arrived = |owner: &Owner| {
             let g = &self.gauges[owner.worker as usize];
             let i = 2 * owner.local as usize;
             g[i].arrived_bytes() + g[i + 1].arrived_bytes()
         };
-        let mut ranked: Vec<(u64, &String, Owner)> = self
-            .current
-            .iter()
-            .map(|(id, (_, owner))| (arrived(owner), id, *owner))
+        let mut ranked: Vec<(u64, &str)> = self
+            .registry
+            .entries()
+            .map(|e| (arrived(&e.owner), e.subscriber.id.as_str()))
             .collect();
         ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
         ranked.truncate(count);
+        ranked.into_iter().map(|(_, id)| id.to_owned()).collect()
+    }
+
+    /// Asks for the statistics of the `count` busiest subscribers, for SIGUSR1;
+    /// [`take_signal_reports`](Self::take_signal_reports) hands them over once all are back.
+    /// Returns how many were asked for.
+    pub fn request_signal_reports(&mut self, count: usize) -> usize {
         let mut asked = 0;
-        for (_, id, owner) in ranked {
-            let command = Command::Report {
-                local: owner.local,
-                report: SubscriberReport::new(owner.local),
-            };
-            // A worker busy with a large reload is skipped, not waited for.
-            if self.channels[owner.worker as usize]
-                .commands
-                .push(command)
-                .is_ok()
-            {
-                self.reports_pending
-                    .insert((owner.worker, owner.local), id.clone());
+        for id in self.busiest(count) {
+            if self.request_report(&id, Waiter::Signal(id.clone())) {
                 asked += 1;
+                self.signal_pending += 1;
             }
         }
         asked
     }
 
-    /// The statistics asked for, busiest first, once every owner has answered.
-    pub fn take_reports(&mut self) -> Option<Vec<(String, Box<SubscriberReport>)>> {
-        if !self.reports_pending.is_empty() || self.reports.is_empty() {
+    /// The SIGUSR1 statistics, busiest first, once every owner has answered.
+    pub fn take_signal_reports(&mut self) -> Option<Vec<(String, Box<SubscriberReport>)>> {
+        if self.signal_pending > 0 || self.signal_reports.is_empty() {
             return None;
         }
-        Some(std::mem::take(&mut self.reports))
+        Some(std::mem::take(&mut self.signal_reports))
     }
 
-    fn send(&mut self, worker: usize, mut command: Command) {
-        // The worker applies a few commands per loop; wait for room rather than drop one.
+    /// Queues `command` for worker `w`, waiting for room rather than dropping it (the worker
+    /// applies a few commands per loop). Returns its sequence number.
+    fn send(&mut self, w: usize, mut command: Command) -> u64 {
         loop {
-            match self.channels[worker].commands.push(command) {
-                Ok(()) => return,
+            match self.channels[w].push(command) {
+                Ok(seq) => return seq,
                 Err(back) => {
                     command = back;
-                    self.collect_retired();
+                    // Retired items must keep flowing, or the worker cannot hand back.
+                    for (_, id, _) in self.collect_retired() {
+                        eprintln!("statistics for {id} dropped while a change was sent");
+                    }
                     std::thread::sleep(Duration::from_micros(100));
                 }
             }
         }
     }
 
-    /// Re-reads the subscriber file and applies the difference. Nothing is applied when the
-    /// file is invalid or does not fit the workers' slots.
-    pub fn reload(&mut self) -> Result<(ReloadSummary, Duration), String> {
-        let started = Instant::now();
-        let Some(path) = &self.path else {
-            return Err("the embedded demo has no subscriber file to reload".into());
-        };
-        let set = SubscriberSet::load(path, &self.defaults).map_err(|e| e.to_string())?;
-        let workers = self.channels.len();
-        let mut summary = ReloadSummary::default();
-        // Plan first: owners for everyone, and whether it all fits.
-        let mut free = self.free.clone();
-        let mut owners = Vec::with_capacity(set.subscribers.len());
-        let mut upserts: Vec<(usize, u32, usize)> = Vec::new(); // (worker, local, index in set)
-        for (i, s) in set.subscribers.iter().enumerate() {
-            match self.current.get(&s.id) {
-                Some((old, owner)) => {
-                    owners.push(*owner);
-                    if old.download != s.download || old.upload != s.upload {
-                        summary.changed += 1;
-                        upserts.push((owner.worker as usize, owner.local, i));
-                    } else if old.node != s.node {
-                        // Only the node's balancer changes: the instances stay as they are.
-                        summary.changed += 1;
-                    } else {
-                        summary.unchanged += 1;
-                    }
-                }
-                None => {
-                    let w = owner_worker(&s.id, workers);
-                    let local = free[w].pop().ok_or_else(|| {
-                        format!(
-                            "worker {w} has no free subscriber slot for {:?}; raise \
-                             [shaping] subscribers_per_worker (nothing was applied)",
-                            s.id
-                        )
-                    })?;
-                    owners.push(Owner {
-                        worker: w as u16,
-                        local,
-                    });
-                    summary.added += 1;
-                    upserts.push((w, local, i));
-                }
+    fn execute(&mut self, plan: Plan, started: Instant) -> Sent {
+        let mut last = vec![0; self.channels.len()];
+        // Instances first, so frames classified by the new tables find them.
+        for (owner, s) in &plan.upserts {
+            let w = owner.worker as usize;
+            let command = Command::Upsert {
+                local: owner.local,
+                instances: instances(s, w, owner.local),
+            };
+            last[w] = self.send(w, command);
+        }
+        if let Some(tables) = plan.tables {
+            let tables = Arc::new(tables);
+            for (w, seq) in last.iter_mut().enumerate() {
+                *seq = self.send(w, Command::Tables(Arc::clone(&tables)));
             }
         }
-        let still: std::collections::HashSet<&str> =
-            set.subscribers.iter().map(|s| s.id.as_str()).collect();
-        let removed: Vec<(String, Owner)> = self
-            .current
-            .iter()
-            .filter(|(id, _)| !still.contains(id.as_str()))
-            .map(|(id, (_, owner))| (id.clone(), *owner))
-            .collect();
-        summary.removed = removed.len();
-
-        // Instances first, so frames classified by the new tables find them.
-        for &(w, local, i) in &upserts {
-            self.send(
-                w,
-                Command::Upsert {
-                    local,
-                    instances: instances(&set.subscribers[i], w, local),
-                },
-            );
-        }
-        let tables = Arc::new(SubscriberTables {
-            addresses: set.addresses,
-            owners: owners.clone(),
-        });
-        for w in 0..workers {
-            self.send(w, Command::Tables(Arc::clone(&tables)));
-        }
-        for (id, owner) in &removed {
+        for owner in &plan.removes {
             let w = owner.worker as usize;
-            self.send(
-                w,
-                Command::Remove {
-                    local: owner.local,
-                    placeholders: placeholders(w, owner.local),
-                },
-            );
-            free[w].push(owner.local);
-            self.current.remove(id);
+            let command = Command::Remove {
+                local: owner.local,
+                placeholders: placeholders(w, owner.local),
+            };
+            last[w] = self.send(w, command);
+            // Statistics asked for and not back are for nobody now.
+            self.waiting.remove(&(owner.worker, owner.local));
         }
-        for (s, owner) in set.subscribers.into_iter().zip(owners) {
-            self.current.insert(s.id.clone(), (s, owner));
+        Sent {
+            summary: plan.summary,
+            nodes_changed: plan.nodes_changed,
+            last,
+            started,
+            took: started.elapsed(),
         }
-        self.free = free;
-        self.nodes = set.nodes;
-        Ok((summary, started.elapsed()))
+    }
+
+    /// Whether every command of `sent` is in force.
+    pub fn is_applied(&self, sent: &Sent) -> bool {
+        sent.last
+            .iter()
+            .zip(&self.channels)
+            .all(|(&seq, c)| c.applied() >= seq)
+    }
+
+    /// Replaces every subscriber and node with `set` (validated as a whole already).
+    pub fn replace(&mut self, set: SubscriberSet) -> Result<Sent, Refusal> {
+        let started = Instant::now();
+        let plan = self.registry.replace(set)?;
+        Ok(self.execute(plan, started))
+    }
+
+    /// Applies `changes` together, or none of them; `file` names their source in errors.
+    pub fn merge(&mut self, changes: Vec<Change>, file: &str) -> Result<Sent, Refusal> {
+        let started = Instant::now();
+        let plan = self.registry.merge(changes, file)?;
+        Ok(self.execute(plan, started))
+    }
+
+    /// Re-reads the subscriber source and applies the difference. Nothing is applied when it
+    /// is invalid or does not fit the workers' slots.
+    pub fn reload(&mut self) -> Result<Sent, Refusal> {
+        let Some(source) = &self.source else {
+            return Err(Refusal::NotFound(
+                "the embedded demo has no subscriber file to reload".into(),
+            ));
+        };
+        let started = Instant::now();
+        let set = source
+            .load(&self.defaults)
+            .map_err(|e| Refusal::Invalid(e.0))?;
+        let plan = self.registry.replace(set)?;
+        Ok(self.execute(plan, started))
+    }
+
+    /// The subscriber source, if there is one to reload.
+    pub fn source(&self) -> Option<&SubscriberSource> {
+        self.source.as_ref()
     }
 }

@@ -1,9 +1,19 @@
 //! `sheetcake`: the appliance daemon.
 
+mod address_space;
+mod api;
 mod appliance;
 mod config;
+mod control_loop;
+mod ctl;
+mod handlers;
+mod json_source;
+mod libreqos;
 mod live;
+mod metrics;
 mod nodes;
+mod records;
+mod registry;
 mod report;
 mod subscribers;
 
@@ -13,9 +23,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// A transparent bump-in-the-wire traffic shaper: every subscriber gets their own CAKE.
+///
+/// `sheetcake --config FILE` runs the appliance; `sheetcake ctl ...` talks to a running one.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// The configuration file (TOML; see deploy/sheetcake.toml.example). Without it, sheetcake
     /// runs the demo topology that `make run` builds.
     #[arg(long, short, value_name = "FILE")]
@@ -26,8 +41,18 @@ struct Args {
     check_config: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Talk to a running sheetcake through its API: list, show, add, set-rate, remove, apply,
+    /// reload, watch.
+    Ctl(ctl::Ctl),
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Ctl(ctl)) = args.command {
+        return ctl::run(ctl);
+    }
     let settings = match &args.config {
         Some(path) => Settings::load(path),
         None => {
@@ -43,7 +68,7 @@ fn main() -> ExitCode {
         }
     };
     let defaults = &settings.shaping.defaults;
-    let subscribers = match &settings.shaping.subscribers {
+    let subscribers = match &settings.shaping.source {
         Some(_) if args.config.is_none() => {
             match subscribers::SubscriberSet::parse(
                 EMBEDDED_DEMO_SUBSCRIBERS,
@@ -57,10 +82,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Some(path) => match subscribers::SubscriberSet::load(path, defaults) {
+        Some(source) => match source.load(defaults) {
             Ok(set) => Some(set),
             Err(errors) => {
-                eprintln!("sheetcake: the subscriber file is not valid:\n{errors}");
+                eprintln!("sheetcake: the subscriber source is not valid:\n{errors}");
                 return ExitCode::from(2);
             }
         },

@@ -6,7 +6,7 @@ use sheetcake_dataplane::shaping::{DirectionReport, SubscriberReport};
 use std::fmt::Write;
 
 /// The tins' names in tin order, as tc prints them.
-fn tin_names(mode: TinMode, tins: usize) -> Vec<String> {
+pub fn tin_names(mode: TinMode, tins: usize) -> Vec<String> {
     match mode {
         TinMode::Diffserv3 => ["Bulk", "Best Effort", "Voice"].map(String::from).to_vec(),
         TinMode::Diffserv4 => ["Bulk", "Best Effort", "Video", "Voice"]

@@ -22,9 +22,10 @@
 //! once with its line, field and what was expected. Addresses may not be shared or overlap
 //! between subscribers: a frame must belong to exactly one.
 
+use crate::address_space::AddressSpace;
 use crate::config::{ConfigError, ConfigErrors};
+use crate::records::{Checker, NodeRecord, RateText, Records, SubscriberRecord, Value};
 use serde::Deserialize;
-use sheetcake_cake::config::parse_rate;
 use sheetcake_cake::CakeConfig;
 use sheetcake_dataplane::classify::{AddressTable, Prefix, SubscriberSlot};
 use std::collections::HashMap;
@@ -35,14 +36,14 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 struct SubscriberFile {
     #[serde(default)]
-    subscriber: Vec<Record>,
+    subscriber: Vec<TomlSubscriber>,
     #[serde(default)]
-    node: Vec<NodeRecord>,
+    node: Vec<TomlNode>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NodeRecord {
+struct TomlNode {
     id: Spanned<String>,
     download: Spanned<String>,
     upload: Spanned<String>,
@@ -50,7 +51,7 @@ struct NodeRecord {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Record {
+struct TomlSubscriber {
     id: Spanned<String>,
     addresses: Spanned<Vec<Spanned<String>>>,
     download: Spanned<String>,
@@ -96,18 +97,19 @@ pub struct Defaults {
     pub upload: String,
 }
 
-/// All the subscribers of a file, and the address table they make.
+/// All the subscribers of a source, and the address table they make.
 #[derive(Debug)]
 pub struct SubscriberSet {
-    /// In file order; the slot of a subscriber is its index.
+    /// In source order; the slot of a subscriber is its index.
     pub subscribers: Vec<Subscriber>,
     /// Address to slot.
     pub addresses: AddressTable,
-    /// Parent nodes, in file order.
+    /// Parent nodes, in source order.
     pub nodes: Vec<Node>,
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+/// The 1-based line of byte `offset` of `text`.
+pub fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
         .iter()
         .filter(|&&b| b == b'\n')
@@ -115,214 +117,261 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-impl SubscriberSet {
-    /// Reads and validates a subscriber file.
-    pub fn load(path: &Path, defaults: &Defaults) -> Result<SubscriberSet, ConfigErrors> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: file.clone(),
-                line: None,
-                key: "(file)".into(),
-                message: format!("cannot read the subscriber file: {e}"),
-            }])
-        })?;
-        Self::parse(&text, &file, defaults)
+/// One error for a whole file (it cannot be read, or is not TOML/JSON at all).
+pub fn file_error(file: &str, line: Option<usize>, key: &str, message: String) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError {
+        file: file.into(),
+        line,
+        key: key.into(),
+        message,
+    }])
+}
+
+/// The TOML subscriber file's records.
+pub fn parse_toml(text: &str, file: &str) -> Result<Records, ConfigErrors> {
+    let parsed: SubscriberFile = toml::from_str(text).map_err(|e| {
+        file_error(
+            file,
+            e.span().map(|s| line_of(text, s.start)),
+            "(syntax)",
+            e.message().trim().to_owned(),
+        )
+    })?;
+    let at = |span: std::ops::Range<usize>| Some(line_of(text, span.start));
+    let value = |v: &Spanned<String>, field| Value::new(v.get_ref().clone(), field, at(v.span()));
+    let rate = |v: &Spanned<String>, field| {
+        Value::new(RateText::Tc(v.get_ref().clone()), field, at(v.span()))
+    };
+    Ok(Records {
+        subscribers: parsed
+            .subscriber
+            .iter()
+            .enumerate()
+            .map(|(i, r)| SubscriberRecord {
+                label: format!("subscriber[{i}]"),
+                id: value(&r.id, "id"),
+                addresses: r
+                    .addresses
+                    .get_ref()
+                    .iter()
+                    .map(|a| value(a, "addresses"))
+                    .collect(),
+                addresses_at: Value::new((), "addresses", at(r.addresses.span())),
+                download: rate(&r.download, "download"),
+                upload: rate(&r.upload, "upload"),
+                download_options: r
+                    .download_options
+                    .as_ref()
+                    .map(|o| value(o, "download_options")),
+                upload_options: r
+                    .upload_options
+                    .as_ref()
+                    .map(|o| value(o, "upload_options")),
+                node: r.node.as_ref().map(|n| value(n, "node")),
+            })
+            .collect(),
+        nodes: parsed
+            .node
+            .iter()
+            .enumerate()
+            .map(|(i, r)| NodeRecord {
+                label: format!("node[{i}]"),
+                id: value(&r.id, "id"),
+                download: rate(&r.download, "download"),
+                upload: rate(&r.upload, "upload"),
+            })
+            .collect(),
+    })
+}
+
+/// The format of a subscriber file, from its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `.toml`: sheetcake's own file (`deploy/subscribers.toml.example`).
+    Toml,
+    /// `.json`: the native JSON form (see `json_source.rs`, `docs/api.md`).
+    Json,
+    /// `.csv`: LibreQoS's `ShapedDevices.csv`.
+    ShapedDevices,
+}
+
+impl Format {
+    /// The format a path's extension names, or what was expected.
+    pub fn of(path: &Path) -> Result<Format, String> {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+        {
+            Some(e) if e == "toml" => Ok(Format::Toml),
+            Some(e) if e == "json" => Ok(Format::Json),
+            Some(e) if e == "csv" => Ok(Format::ShapedDevices),
+            _ => Err(format!(
+                "{} has no known extension; expected .toml (sheetcake's format), .json (the \
+                 native JSON form) or .csv (LibreQoS's ShapedDevices.csv)",
+                path.display()
+            )),
+        }
+    }
+}
+
+/// Where subscribers come from: a file, and optionally LibreQoS's `network.json` for nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberSource {
+    /// The subscriber file.
+    pub path: std::path::PathBuf,
+    /// Its format.
+    pub format: Format,
+    /// A LibreQoS `network.json` whose nodes join the file's.
+    pub network: Option<std::path::PathBuf>,
+}
+
+/// A file's text; bad UTF-8 is an error at its line.
+fn read(path: &Path, what: &str) -> Result<String, ConfigErrors> {
+    let file = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| {
+        file_error(
+            &file,
+            None,
+            "(file)",
+            format!("cannot read the {what}: {e}"),
+        )
+    })?;
+    crate::libreqos::text_of(&bytes, &file)
+        .map(str::to_owned)
+        .map_err(|e| ConfigErrors(vec![e]))
+}
+
+impl SubscriberSource {
+    /// Reads and validates the source as a whole.
+    pub fn load(&self, defaults: &Defaults) -> Result<SubscriberSet, ConfigErrors> {
+        let file = self.path.display().to_string();
+        let text = read(&self.path, "subscriber file")?;
+        let mut records = match self.format {
+            Format::Toml => parse_toml(&text, &file)?,
+            Format::Json => crate::json_source::parse_document(&text, &file)?,
+            Format::ShapedDevices => {
+                crate::libreqos::parse_shaped_devices(&text, &file).map_err(ConfigErrors)?
+            }
+        };
+        if let Some(network) = &self.network {
+            let file = network.display().to_string();
+            let text = read(network, "network file")?;
+            let nodes = crate::libreqos::parse_network_json(&text, &file).map_err(ConfigErrors)?;
+            // Checked here, so their errors name the network file.
+            let mut check = Checker::new(&file);
+            for n in &nodes {
+                check.node(n);
+            }
+            if !check.errors.is_empty() {
+                return Err(ConfigErrors(check.errors));
+            }
+            records.nodes.extend(nodes);
+        }
+        SubscriberSet::from_records(&records, &file, defaults)
     }
 
-    /// Validates subscriber-file text; `file` names it in errors.
+    /// The files to watch for changes.
+    pub fn files(&self) -> impl Iterator<Item = &Path> + '_ {
+        std::iter::once(self.path.as_path()).chain(self.network.as_deref())
+    }
+}
+
+impl SubscriberSet {
+    /// Validates TOML subscriber-file text; `file` names it in errors.
     pub fn parse(
         text: &str,
         file: &str,
         defaults: &Defaults,
     ) -> Result<SubscriberSet, ConfigErrors> {
-        let parsed: SubscriberFile = toml::from_str(text).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: file.into(),
-                line: e.span().map(|s| line_of(text, s.start)),
-                key: "(syntax)".into(),
-                message: e.message().trim().to_owned(),
-            }])
-        })?;
-        let mut errors = Vec::new();
-        let mut error = |span: std::ops::Range<usize>, key: String, message: String| {
-            errors.push(ConfigError {
-                file: file.into(),
-                line: Some(line_of(text, span.start)),
-                key,
-                message,
-            });
-        };
-        let not_a_rate = |text: &str| {
-            format!(
-                "{text:?} is not a rate; expected a number with a unit, like 20mbit, 500kbit or \
-                 1gbit"
-            )
-        };
-        let mut nodes = Vec::with_capacity(parsed.node.len());
-        let mut node_ids: HashMap<String, usize> = HashMap::new();
-        for (i, r) in parsed.node.iter().enumerate() {
-            let id = r.id.get_ref().trim().to_owned();
-            let key = |field: &str| format!("node[{i}] ({id}).{field}");
-            if id.is_empty() {
-                error(
-                    r.id.span(),
-                    format!("node[{i}].id"),
-                    "expected a non-empty ID".into(),
+        Self::from_records(&parse_toml(text, file)?, file, defaults)
+    }
+
+    /// Validates a source's records as a whole: every record on its own, IDs unique, every
+    /// node named exists, and no address shared between subscribers. Every error is reported.
+    pub fn from_records(
+        records: &Records,
+        file: &str,
+        defaults: &Defaults,
+    ) -> Result<SubscriberSet, ConfigErrors> {
+        let mut check = Checker::new(file);
+        let mut nodes = Vec::with_capacity(records.nodes.len());
+        let mut node_ids: HashMap<String, &NodeRecord> = HashMap::new();
+        for r in &records.nodes {
+            let checked = check.node(r);
+            let id = r.id.value.trim();
+            if let Some(first) = node_ids.get(id) {
+                let message = format!(
+                    "the ID is already used by {}; IDs must be unique",
+                    first.label
                 );
-            } else if let Some(first) = node_ids.insert(id.clone(), i) {
-                error(
-                    r.id.span(),
-                    key("id"),
-                    format!("the ID is already used by node[{first}]; IDs must be unique"),
-                );
+                check.error(&Checker::record_name(&r.label, id), &r.id, message);
+                continue;
             }
-            let mut capacity =
-                |rate: &Spanned<String>, name: &str| match parse_rate(rate.get_ref().trim()) {
-                    Some(b) if b > 0 => Some(b),
-                    _ => {
-                        error(rate.span(), key(name), not_a_rate(rate.get_ref()));
-                        None
-                    }
-                };
-            let download = capacity(&r.download, "download");
-            let upload = capacity(&r.upload, "upload");
-            if let (Some(download), Some(upload)) = (download, upload) {
-                nodes.push(Node {
-                    id,
-                    download,
-                    upload,
-                });
+            if !id.is_empty() {
+                node_ids.insert(id.to_owned(), r);
             }
+            nodes.extend(checked);
         }
-        let mut subscribers = Vec::with_capacity(parsed.subscriber.len());
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        // (prefix, subscriber index, span, key) for the overlap check.
-        let mut all_prefixes: Vec<(Prefix, usize, std::ops::Range<usize>, String)> = Vec::new();
-        for (i, r) in parsed.subscriber.iter().enumerate() {
-            let id = r.id.get_ref().trim().to_owned();
-            let key = |field: &str| format!("subscriber[{i}] ({id}).{field}");
-            if id.is_empty() {
-                error(
-                    r.id.span(),
-                    format!("subscriber[{i}].id"),
-                    "expected a non-empty ID".into(),
-                );
-            } else if let Some(first) = seen.insert(id.clone(), i) {
-                error(
-                    r.id.span(),
-                    key("id"),
-                    format!("the ID is already used by subscriber[{first}]; IDs must be unique"),
-                );
-            }
-            let mut prefixes = Vec::new();
-            if r.addresses.get_ref().is_empty() {
-                error(
-                    r.addresses.span(),
-                    key("addresses"),
-                    "expected at least one address or prefix".into(),
-                );
-            }
-            for a in r.addresses.get_ref() {
-                match Prefix::parse(a.get_ref()) {
-                    Ok(p) => {
-                        prefixes.push(p);
-                        all_prefixes.push((p, i, a.span(), key("addresses")));
-                    }
-                    Err(e) => error(a.span(), key("addresses"), e.to_string()),
-                }
-            }
-            let mut direction = |rate: &Spanned<String>,
-                                 options: &Option<Spanned<String>>,
-                                 default_words: &str,
-                                 name: &str|
-             -> Option<CakeConfig> {
-                let bandwidth = match parse_rate(rate.get_ref().trim()) {
-                    Some(b) => b,
-                    None => {
-                        error(rate.span(), key(name), not_a_rate(rate.get_ref()));
-                        return None;
-                    }
-                };
-                let mut config = CakeConfig::parse(default_words).ok()?;
-                if let Some(words) = options {
-                    if let Err(e) = config.apply_words(words.get_ref()) {
-                        error(words.span(), key(&format!("{name}_options")), e.to_string());
-                        return None;
-                    }
-                }
-                config.bandwidth = Some(bandwidth);
-                Some(config)
-            };
-            let download = direction(
-                &r.download,
-                &r.download_options,
-                &defaults.download,
-                "download",
-            );
-            let upload = direction(&r.upload, &r.upload_options, &defaults.upload, "upload");
-            let node = r.node.as_ref().map(|n| n.get_ref().trim().to_owned());
-            if let (Some(name), Some(span)) = (&node, r.node.as_ref().map(Spanned::span)) {
-                if !node_ids.contains_key(name) {
-                    error(
-                        span,
-                        key("node"),
-                        format!(
-                            "no [[node]] has the ID {name:?}; expected one of the nodes of this \
-                             file ({})",
-                            if node_ids.is_empty() {
-                                "it has none".to_owned()
-                            } else {
-                                let mut ids: Vec<&str> =
-                                    node_ids.keys().map(String::as_str).collect();
-                                ids.sort_unstable();
-                                ids.join(", ")
-                            }
-                        ),
-                    );
-                }
-            }
-            if let (Some(download), Some(upload)) = (download, upload) {
-                subscribers.push(Subscriber {
-                    id,
-                    prefixes,
-                    download,
-                    upload,
-                    node,
-                });
-            }
-        }
-        // Overlaps: shortest prefixes first, so every address is checked against every prefix
-        // that could contain it.
-        all_prefixes.sort_by_key(|(p, ..)| match p {
-            Prefix::V4(_, len) => (0, *len),
-            Prefix::V6(_, len) => (1, *len),
-        });
+        let mut subscribers = Vec::with_capacity(records.subscribers.len());
+        let mut seen: HashMap<String, &SubscriberRecord> = HashMap::new();
+        // Held by the index of the record, for the error message.
+        let mut space: AddressSpace<usize> = AddressSpace::new();
         let mut addresses = AddressTable::new();
-        let mut owner_of: HashMap<Prefix, usize> = HashMap::new();
-        for (prefix, i, span, key) in &all_prefixes {
-            let covering = match prefix.network() {
-                Prefix::V4(a, _) => addresses.lookup_v4(a.octets()),
-                Prefix::V6(a, _) => addresses.lookup_v6(a.octets()),
-            };
-            if let Some(SubscriberSlot(other)) = covering {
-                if other as usize != *i {
-                    let other_id = parsed.subscriber[other as usize].id.get_ref();
-                    error(
-                        span.clone(),
-                        key.clone(),
+        for (i, r) in records.subscribers.iter().enumerate() {
+            let checked = check.subscriber(
+                r,
+                defaults,
+                |id| node_ids.contains_key(id),
+                || node_ids.keys().cloned().collect(),
+            );
+            let id = r.id.value.trim();
+            let name = Checker::record_name(&r.label, id);
+            let mut clean = true;
+            if let Some(first) = seen.get(id) {
+                let message = format!(
+                    "the ID is already used by {}; IDs must be unique",
+                    first.label
+                );
+                check.error(&name, &r.id, message);
+                clean = false;
+            } else if !id.is_empty() {
+                seen.insert(id.to_owned(), r);
+            }
+            // Addresses are checked against the others even when another field is bad, so
+            // one pass reports every problem (those that do not parse were reported above).
+            for at in &r.addresses {
+                let Ok(p) = Prefix::parse(&at.value) else {
+                    continue;
+                };
+                if let Some((q, other)) = space.conflict(&p, |_| false) {
+                    let message = if other == i {
+                        format!("{p} overlaps {q}, another of its addresses; list each once")
+                    } else {
+                        let other = &records.subscribers[other];
                         format!(
-                            "{prefix} overlaps an address of subscriber[{other}] ({other_id}); a \
-                             frame must belong to one subscriber"
-                        ),
-                    );
+                            "{p} overlaps {q} of {} ({}); a frame must belong to one subscriber",
+                            other.label,
+                            other.id.value.trim()
+                        )
+                    };
+                    check.error(&name, at, message);
+                    clean = false;
                     continue;
                 }
+                space.insert(p, i);
             }
-            owner_of.insert(*prefix, *i);
-            addresses.insert(*prefix, SubscriberSlot(*i as u32));
+            let Some(s) = checked.filter(|_| clean) else {
+                continue;
+            };
+            let slot = SubscriberSlot(subscribers.len() as u32);
+            for p in &s.prefixes {
+                addresses.insert(*p, slot);
+            }
+            subscribers.push(s);
         }
-        if !errors.is_empty() {
+        if !check.errors.is_empty() {
+            let mut errors = check.errors;
             errors.sort_by_key(|e| e.line);
             return Err(ConfigErrors(errors));
         }
@@ -433,7 +482,10 @@ upload_options = "diffserv5"
             "{text}"
         );
         assert!(
-            text.contains("100.64.0.7/32 overlaps an address of subscriber[1]"),
+            text.contains(
+                "subs.toml:10: subscriber[1] (alice).addresses: 100.64.0.0/24 overlaps \
+                 100.64.0.7/32 of subscriber[0] (alice); a frame must belong to one subscriber"
+            ),
             "{text}"
         );
     }
@@ -466,7 +518,7 @@ upload_options = "diffserv5"
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("subs.toml:7: subscriber[0] (alice).node: no [[node]] has the ID \"sg-9\"; expected one of the nodes of this file (sg-1)"),
+            err.contains("subs.toml:7: subscriber[0] (alice).node: no node has the ID \"sg-9\"; expected one of the known nodes (sg-1)"),
             "{err}"
         );
         assert!(

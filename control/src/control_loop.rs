@@ -1,0 +1,524 @@
+//! The control thread's loop while the workers run: API calls, signals, the subscriber file
+//! watch, parent-node balancing, the metrics snapshot and status lines. Every step is bounded
+//! and nothing here waits for a worker longer than [`APPLY_WAIT`].
+
+use crate::api::{Call, Reply, Shared};
+use crate::config::Settings;
+use crate::handlers::{self, Asker, Context, Handled, Outcome, TopEntry, APPLY_WAIT};
+use crate::live::LiveShaping;
+use crate::metrics::{PortSample, Snapshot, SubscriberSample, WorkerSample, REFRESH};
+use crate::nodes::{NodeBalancer, BALANCE_INTERVAL};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use sheetcake_dataplane::dpdk::{Mempool, Port, PortStats};
+use sheetcake_dataplane::shaping::{Direction, SubscriberReport};
+use sheetcake_dataplane::worker::{PublishedCounters, WorkerCounters};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Subscribers whose statistics SIGUSR1 prints: the busiest, so a box with a million
+/// subscribers prints a screenful, not a million.
+const REPORTED_SUBSCRIBERS: usize = 20;
+
+/// How long the loop sleeps when nothing is due (API calls wake it at once).
+const CONTROL_TICK: Duration = Duration::from_millis(50);
+
+/// Entries kept for `/v1/top` (its largest `count`).
+const TOP_KEPT: usize = 1000;
+
+/// What the loop watches besides the workers.
+pub struct Signals<'a> {
+    /// Set by SIGINT/SIGTERM.
+    pub stop: &'a AtomicBool,
+    /// Set by SIGHUP: reload the subscriber file.
+    pub reload: &'a AtomicBool,
+    /// Set by SIGUSR1: print the busiest subscribers' statistics.
+    pub report: &'a AtomicBool,
+}
+
+/// Everything the loop works with.
+pub struct ControlLoop<'a> {
+    pub settings: &'a Settings,
+    pub ports: &'a [[Port; 2]],
+    pub published: &'a [PublishedCounters],
+    pub pool: &'a Mempool,
+    pub hz: u64,
+    pub signals: Signals<'a>,
+    pub live: Option<&'a mut LiveShaping<Asker>>,
+    pub balancer: Option<&'a mut NodeBalancer>,
+    pub calls: Option<Receiver<Call>>,
+    pub shared: Arc<Shared>,
+}
+
+/// A change sent for an API call, waiting to be in force.
+struct Pending {
+    outcome: Outcome,
+    reply: Sender<Reply>,
+}
+
+/// Modification time and size of each watched file.
+type Stamp = Vec<Option<(SystemTime, u64)>>;
+
+fn stamp(files: &[std::path::PathBuf]) -> Stamp {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
+}
+
+impl ControlLoop<'_> {
+    /// Runs until asked to stop.
+    pub fn run(mut self) {
+        let started = Instant::now();
+        let interval = Duration::from_secs_f64(self.settings.status_interval_seconds);
+        let mut last_status = Instant::now();
+        let mut last_refresh = Instant::now() - REFRESH;
+        let mut last_ports: Vec<PortStats> = vec![PortStats::default(); self.ports.len() * 2];
+        let mut last_workers: Vec<WorkerCounters> =
+            vec![WorkerCounters::default(); self.published.len()];
+        let mut refresh_workers = last_workers.clone();
+        // Bytes arrived per instance at the last refresh, per worker.
+        let mut last_arrived: Vec<Vec<u64>> = Vec::new();
+        let mut top: Vec<TopEntry> = Vec::new();
+        let mut samples: HashMap<String, SubscriberSample> = HashMap::new();
+        let mut snapshot = Snapshot {
+            version: env!("CARGO_PKG_VERSION"),
+            ..Snapshot::default()
+        };
+        let mut pending: Vec<Pending> = Vec::new();
+        let watched: Vec<std::path::PathBuf> = match &self.live {
+            Some(live) if self.settings.shaping.watch => live
+                .source()
+                .map(|s| s.files().map(|p| p.to_path_buf()).collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let mut seen = stamp(&watched);
+        let mut changed_at: Option<Stamp> = None;
+        let mut last_watch = Instant::now();
+
+        while !self.signals.stop.load(Ordering::Relaxed) {
+            let nodes_active = self.balancer.as_deref().is_some_and(|b| !b.is_idle());
+            let tick = if nodes_active || !pending.is_empty() {
+                BALANCE_INTERVAL
+            } else {
+                CONTROL_TICK
+            };
+            let call = match &self.calls {
+                Some(calls) => match calls.recv_timeout(tick) {
+                    Ok(call) => Some(call),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        self.calls = None;
+                        None
+                    }
+                },
+                None => {
+                    std::thread::sleep(tick);
+                    None
+                }
+            };
+            if let Some(call) = call {
+                let mut cx = Context {
+                    live: self.live.as_deref_mut(),
+                    snapshot: &snapshot,
+                    top: &top,
+                };
+                match handlers::handle(call.route, &call.reply, &mut cx) {
+                    Handled::Reply(r) => {
+                        let _ = call.reply.send(r);
+                    }
+                    Handled::Waiting => {}
+                    Handled::Sent(outcome) => {
+                        self.after_change(&outcome.sent);
+                        pending.push(Pending {
+                            outcome,
+                            reply: call.reply,
+                        });
+                        // A change is usually applied within microseconds: look at once.
+                        self.answer_applied(&mut pending, false);
+                    }
+                }
+            }
+            self.answer_applied(&mut pending, false);
+            if let Some(balancer) = self.balancer.as_deref_mut() {
+                balancer.step(Instant::now());
+            }
+            if let Some(live) = self.live.as_deref_mut() {
+                for (asker, id, report) in live.collect_retired() {
+                    match asker {
+                        Asker::Api { reply, text, .. } => {
+                            let worker = live.registry().get(&id).map(|e| e.owner.worker);
+                            let _ = reply.send(handlers::stats_reply(&id, worker, &report, text));
+                        }
+                        Asker::Metrics => {
+                            samples.insert(id.clone(), sample(id, &report));
+                        }
+                    }
+                }
+                let now = Instant::now();
+                for asker in
+                    live.expire(|a| matches!(a, Asker::Api { deadline, .. } if *deadline <= now))
+                {
+                    if let Asker::Api { reply, .. } = asker {
+                        let _ = reply.send(Reply::message(
+                            504,
+                            "the owner worker did not report in time",
+                        ));
+                    }
+                }
+                if self.signals.report.swap(false, Ordering::Relaxed) {
+                    let asked = live.request_signal_reports(REPORTED_SUBSCRIBERS);
+                    println!("statistics: asked the workers for the {asked} busiest subscribers");
+                }
+                if let Some(reports) = live.take_signal_reports() {
+                    for (id, r) in &reports {
+                        print!("{}", crate::report::format(id, r));
+                    }
+                }
+            }
+            let mut reload = self.signals.reload.swap(false, Ordering::Relaxed);
+            if !watched.is_empty() && last_watch.elapsed() >= Duration::from_secs(1) {
+                last_watch = Instant::now();
+                let now = stamp(&watched);
+                // Reload once the files have stopped changing for a second, so a file being
+                // written is not read half-way.
+                if now != seen {
+                    if changed_at.as_ref() == Some(&now) {
+                        println!("watch: the subscriber source changed; reloading");
+                        seen = now;
+                        changed_at = None;
+                        reload = true;
+                    } else {
+                        changed_at = Some(now);
+                    }
+                }
+            }
+            if reload {
+                self.reload();
+            }
+            if last_refresh.elapsed() >= REFRESH {
+                let secs = last_refresh.elapsed().as_secs_f64();
+                last_refresh = Instant::now();
+                self.refresh(
+                    &mut snapshot,
+                    started,
+                    &mut refresh_workers,
+                    &mut last_arrived,
+                    &mut top,
+                    &mut samples,
+                    secs,
+                );
+                *self.shared.snapshot.lock() = Arc::new(snapshot.clone());
+            }
+            if !interval.is_zero() && last_status.elapsed() >= interval {
+                let secs = last_status.elapsed().as_secs_f64();
+                last_status = Instant::now();
+                self.status(started, secs, &mut last_ports, &mut last_workers);
+            }
+        }
+        // Answer what is still waiting, so no API client hangs on a stopping box.
+        self.answer_applied(&mut pending, true);
+    }
+
+    /// Re-shares parent nodes after a change that touched them.
+    fn after_change(&mut self, sent: &crate::live::Sent) {
+        if !sent.nodes_changed {
+            return;
+        }
+        if let (Some(balancer), Some(live)) = (self.balancer.as_deref_mut(), self.live.as_deref()) {
+            let nodes = live.registry().node_list();
+            balancer.rebuild(&nodes, live.registry().placed());
+        }
+    }
+
+    /// Answers the changes now in force, and those that waited [`APPLY_WAIT`] (or all, when
+    /// `all`) with "accepted".
+    fn answer_applied(&mut self, pending: &mut Vec<Pending>, all: bool) {
+        let Some(live) = self.live.as_deref() else {
+            return;
+        };
+        pending.retain(|p| {
+            let applied = live.is_applied(&p.outcome.sent);
+            if applied || all || p.outcome.sent.started.elapsed() >= APPLY_WAIT {
+                let _ = p.reply.send(handlers::change_reply(&p.outcome, applied));
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn reload(&mut self) {
+        let Some(live) = self.live.as_deref_mut() else {
+            println!("reload: no subscriber file to reload");
+            return;
+        };
+        match live.reload() {
+            Ok(sent) => {
+                let s = sent.summary;
+                println!(
+                    "reload: {} added, {} removed, {} changed, {} unchanged; sent to the workers \
+                     in {:.1} ms",
+                    s.added,
+                    s.removed,
+                    s.changed,
+                    s.unchanged,
+                    sent.took.as_secs_f64() * 1e3
+                );
+                self.after_change(&sent);
+            }
+            Err(e) => println!("reload refused, nothing changed:\n{}", RefusalText(&e)),
+        }
+    }
+
+    /// Samples everything for the next scrape, ranks the busiest subscribers, and asks their
+    /// owners for the statistics the next refresh exports.
+    #[allow(clippy::too_many_arguments)]
+    fn refresh(
+        &mut self,
+        snapshot: &mut Snapshot,
+        started: Instant,
+        last_workers: &mut [WorkerCounters],
+        last_arrived: &mut Vec<Vec<u64>>,
+        top: &mut Vec<TopEntry>,
+        samples: &mut HashMap<String, SubscriberSample>,
+        secs: f64,
+    ) {
+        snapshot.uptime_seconds = started.elapsed().as_secs_f64();
+        snapshot.mbufs_in_use = self.pool.in_use();
+        snapshot.mbufs_capacity = self.pool.size();
+        snapshot.ports = self
+            .settings
+            .pairs
+            .iter()
+            .zip(self.ports)
+            .flat_map(|(pair, ports)| {
+                ["core", "access"]
+                    .into_iter()
+                    .zip(ports)
+                    .map(|(side, p)| PortSample {
+                        pair: pair.name.clone(),
+                        side,
+                        device: p.device().to_owned(),
+                        driver: p.driver(),
+                        stats: p.stats(),
+                    })
+            })
+            .collect();
+        let mut per_worker = vec![0usize; self.published.len()];
+        snapshot.shaping = self.live.is_some();
+        if let Some(live) = self.live.as_deref() {
+            let gauges = live.gauges();
+            last_arrived.resize_with(gauges.len(), Vec::new);
+            for (g, last) in gauges.iter().zip(last_arrived.iter_mut()) {
+                last.resize(g.len(), 0);
+            }
+            let mut ranked: Vec<TopEntry> = Vec::with_capacity(live.registry().len());
+            for e in live.registry().entries() {
+                let w = e.owner.worker as usize;
+                per_worker[w] += 1;
+                let i = 2 * e.owner.local as usize;
+                let mut rates = [0.0; 2];
+                let mut backlog = [0; 2];
+                for d in 0..2 {
+                    let now = gauges[w][i + d].arrived_bytes();
+                    rates[d] = now.saturating_sub(last_arrived[w][i + d]) as f64 / secs;
+                    last_arrived[w][i + d] = now;
+                    backlog[d] = gauges[w][i + d].backlog_bytes();
+                }
+                ranked.push(TopEntry {
+                    id: e.subscriber.id.clone(),
+                    rates,
+                    backlog,
+                    total: last_arrived[w][i] + last_arrived[w][i + 1],
+                });
+            }
+            // Busiest over the last second first, then over all time: an idle box keeps
+            // exporting the same subscribers instead of none, so their series do not break
+            // up between transfers.
+            let order = |a: &TopEntry, b: &TopEntry| {
+                (b.rates[0] + b.rates[1])
+                    .total_cmp(&(a.rates[0] + a.rates[1]))
+                    .then_with(|| b.total.cmp(&a.total))
+                    .then_with(|| a.id.cmp(&b.id))
+            };
+            let kept = TOP_KEPT.max(self.settings.api.subscriber_series);
+            if ranked.len() > kept {
+                ranked.select_nth_unstable_by(kept, order);
+                ranked.truncate(kept);
+            }
+            ranked.sort_unstable_by(order);
+            *top = ranked;
+            snapshot.subscribers = live.registry().len();
+        }
+        // Export what the owners reported for the subscribers asked last time; ask for this
+        // time's.
+        let wanted: Vec<String> = top
+            .iter()
+            .take(self.settings.api.subscriber_series)
+            .map(|t| t.id.clone())
+            .chain(self.settings.api.always_exported.iter().cloned())
+            .collect();
+        snapshot.exported = wanted
+            .iter()
+            .filter_map(|id| samples.get(id).cloned())
+            .collect();
+        samples.retain(|id, _| wanted.contains(id));
+        if let Some(live) = self.live.as_deref_mut() {
+            for id in &wanted {
+                live.request_report(id, crate::live::Waiter::Caller(id.clone(), Asker::Metrics));
+            }
+        }
+        snapshot.workers = self
+            .published
+            .iter()
+            .enumerate()
+            .map(|(w, counters)| {
+                let now = counters.read();
+                let prev = last_workers[w];
+                let cycles = now.total_cycles.saturating_sub(prev.total_cycles).max(1);
+                let busy = now.busy_cycles.saturating_sub(prev.busy_cycles);
+                last_workers[w] = now;
+                WorkerSample {
+                    worker: w,
+                    core: self.settings.worker_cores[w],
+                    counters: now,
+                    busy_ratio: busy as f64 / cycles as f64,
+                    hz: self.hz,
+                    subscribers: per_worker[w],
+                    command_queue_depth: self
+                        .live
+                        .as_deref()
+                        .map_or(0, |l| l.channels()[w].depth()),
+                }
+            })
+            .collect();
+    }
+
+    /// One line per port, per worker and per node.
+    fn status(
+        &self,
+        started: Instant,
+        secs: f64,
+        last_ports: &mut [PortStats],
+        last_workers: &mut [WorkerCounters],
+    ) {
+        let t = started.elapsed().as_secs_f64();
+        for (i, (pair, port)) in self
+            .settings
+            .pairs
+            .iter()
+            .flat_map(|pair| [(pair, "core"), (pair, "access")])
+            .zip(self.ports.iter().flat_map(|p| p.iter()))
+            .enumerate()
+        {
+            let (pair, side) = pair;
+            let now = port.stats();
+            let prev = last_ports[i];
+            println!(
+                "[{t:8.1}s] port {}/{side:<6} rx {:>12} ({}, {})  tx {:>12} ({}, {})  missed {} rx-errors {} no-mbuf {}",
+                pair.name,
+                now.rx_packets,
+                pps(now.rx_packets - prev.rx_packets, secs),
+                bps(now.rx_bytes - prev.rx_bytes, secs),
+                now.tx_packets,
+                pps(now.tx_packets - prev.tx_packets, secs),
+                bps(now.tx_bytes - prev.tx_bytes, secs),
+                now.rx_missed,
+                now.rx_errors,
+                now.rx_no_mbuf,
+            );
+            last_ports[i] = now;
+        }
+        for (w, counters) in self.published.iter().enumerate() {
+            let now = counters.read();
+            let prev = last_workers[w];
+            let cycles = now.total_cycles.saturating_sub(prev.total_cycles).max(1);
+            let busy = now.busy_cycles - prev.busy_cycles;
+            let packets = now.rx_packets - prev.rx_packets;
+            println!(
+                "[{t:8.1}s] worker {w} core {:<3} rx {:>12} tx {:>12} shaped {:>12} unshaped {:>12} handed_off {:>10} taken_over {:>10} queued {:>6} flows {:>6} dropped {:>8}  busy {:5.1}%  {} cycles/packet",
+                self.settings.worker_cores[w],
+                now.rx_packets,
+                now.tx_packets,
+                now.shaped_packets,
+                now.unshaped_packets,
+                now.handed_off,
+                now.taken_over,
+                now.queued,
+                now.flows_in_use,
+                now.dropped_total(),
+                100.0 * busy as f64 / cycles as f64,
+                busy.checked_div(packets).map_or("-".into(), |c| c.to_string()),
+            );
+            last_workers[w] = now;
+        }
+        if let Some(balancer) = self.balancer.as_deref() {
+            for share in balancer.status() {
+                println!(
+                    "[{t:8.1}s] node {} {:<8} {} of {} arriving, {} of {} members limited, \
+                     each at {:.0}% of its plan",
+                    share.node,
+                    match share.direction {
+                        Direction::Download => "download",
+                        Direction::Upload => "upload",
+                    },
+                    bps(share.arriving as u64, 1.0),
+                    bps(share.capacity, 1.0),
+                    share.limited,
+                    share.members,
+                    100.0 * share.level,
+                );
+            }
+        }
+    }
+}
+
+/// A refusal as lines for the log.
+struct RefusalText<'a>(&'a crate::registry::Refusal);
+
+impl std::fmt::Display for RefusalText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::registry::Refusal;
+        match self.0 {
+            Refusal::Invalid(e) | Refusal::Conflict(e) => {
+                write!(f, "{}", crate::config::ConfigErrors(e.clone()))
+            }
+            Refusal::NotFound(m) | Refusal::Full(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+fn sample(id: String, r: &SubscriberReport) -> SubscriberSample {
+    SubscriberSample {
+        id,
+        directions: r.directions.clone(),
+    }
+}
+
+fn pps(packets: u64, secs: f64) -> String {
+    si(packets as f64 / secs, "pps")
+}
+
+fn bps(bytes: u64, secs: f64) -> String {
+    si(bytes as f64 * 8.0 / secs, "bit/s")
+}
+
+fn si(value: f64, unit: &str) -> String {
+    let (scaled, prefix) = if value >= 1e9 {
+        (value / 1e9, "G")
+    } else if value >= 1e6 {
+        (value / 1e6, "M")
+    } else if value >= 1e3 {
+        (value / 1e3, "k")
+    } else {
+        (value, "")
+    };
+    format!("{scaled:.2} {prefix}{unit}")
+}

@@ -92,6 +92,15 @@ impl Family {
         Family::new(name, help, MetricType::GAUGE)
     }
 
+    /// A counter when `counter`, else a gauge.
+    fn of(name: &str, help: &str, counter: bool) -> Family {
+        if counter {
+            Family::counter(name, help)
+        } else {
+            Family::gauge(name, help)
+        }
+    }
+
     fn add(&mut self, labels: &[(&str, &str)], value: f64) {
         let mut m = Metric::default();
         m.set_label(
@@ -255,12 +264,7 @@ pub fn encode(s: &Snapshot) -> String {
         ),
     ];
     for (name, help, counter, field) in worker_fields {
-        let name = format!("sheetcake_worker_{name}");
-        let mut f = if counter {
-            Family::counter(&name, help)
-        } else {
-            Family::gauge(&name, help)
-        };
+        let mut f = Family::of(&format!("sheetcake_worker_{name}"), help, counter);
         for w in &s.workers {
             let (worker, core) = (w.worker.to_string(), w.core.to_string());
             f.add(&[("worker", &worker), ("core", &core)], field(w));
@@ -330,12 +334,7 @@ pub fn encode(s: &Snapshot) -> String {
         ),
     ];
     for (name, help, counter, field) in subscriber_fields {
-        let name = format!("sheetcake_subscriber_{name}");
-        let mut f = if counter {
-            Family::counter(&name, help)
-        } else {
-            Family::gauge(&name, help)
-        };
+        let mut f = Family::of(&format!("sheetcake_subscriber_{name}"), help, counter);
         for sub in &s.exported {
             for (direction, d) in ["download", "upload"].iter().zip(&sub.directions) {
                 f.add(

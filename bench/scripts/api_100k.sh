@@ -1,0 +1,65 @@
+#!/bin/bash
+# The API against a box of 100,000 subscribers (loaded from a generated LibreQoS
+# ShapedDevices.csv, on net_null ports that receive nothing): 200 single-subscriber rate changes
+# (HTTP round trip, and accept-to-applied as the API reports it), five /metrics scrapes, and
+# promtool's verdict on the exposition. Run from the repository after `make build`:
+#   bench/scripts/api_100k.sh
+# Not part of `make bench` yet (issue #6 / #5): it needs curl, python3 and promtool.
+set -euo pipefail
+bin="$(cd "$(dirname "$0")/../.." && pwd)/target/release/sheetcake"
+dir="$(mktemp -d)"
+trap 'rm -rf "$dir"' EXIT
+cd "$dir"
+python3 - <<'PY'
+rows = ["Circuit ID,Circuit Name,Device ID,Device Name,Parent Node,MAC,IPv4,IPv6,"
+        "Download Min Mbps,Upload Min Mbps,Download Max Mbps,Upload Max Mbps,Comment\n"]
+for i in range(100_000):
+    rows.append(f"c{i},C {i},d{i},D {i},,,100.{64 + (i >> 16)}.{(i >> 8) & 255}.{i & 255},,10,2,100,20,\n")
+open("ShapedDevices.csv", "w").write("".join(rows))
+PY
+cat > sheetcake.toml <<'TOML'
+[eal]
+file_prefix = "sc-api100k"
+args = ["--no-huge", "-m", "1024"]
+[control]
+status_interval_seconds = 0
+[workers]
+cores = [1]
+[[pairs]]
+name = "m"
+core = "net_null0,no-rx=1"
+access = "net_null1,no-rx=1"
+[shaping]
+subscribers = "ShapedDevices.csv"
+subscribers_per_worker = 131072
+[api]
+listen = "127.0.0.1:19181"
+TOML
+"$bin" --config sheetcake.toml > out.log 2>&1 &
+pid=$!
+for _ in $(seq 120); do curl -sf http://127.0.0.1:19181/health > /dev/null && break; sleep 0.5; done
+grep -m1 "^shaping" out.log
+sleep 2
+for i in $(seq 200); do
+  rate=$(( (i % 2) * 50 + 50 ))
+  curl -s -o resp.json -w '%{time_total}\n' -X PATCH -H 'Content-Type: application/json' \
+    -d "{\"download\": \"${rate}mbit\"}" "http://127.0.0.1:19181/v1/subscribers/c$((i * 37))" >> round_trip.txt
+  python3 -c "import json; print(json.load(open('resp.json'))['applied_in_ms'])" >> applied.txt
+done
+python3 - <<'PY'
+def pct(v, q):
+    return v[min(len(v) - 1, int(len(v) * q))]
+t = sorted(float(x) * 1e3 for x in open("round_trip.txt"))
+a = sorted(float(x) for x in open("applied.txt") if x.strip() != "None")
+print(f"PATCH round trip: p50 {pct(t, .5):.2f} ms, p99 {pct(t, .99):.2f} ms, max {t[-1]:.2f} ms")
+print(f"accepted to applied by the worker ({len(a)} of 200 applied before the answer): "
+      f"p50 {pct(a, .5):.3f} ms, p99 {pct(a, .99):.3f} ms, max {a[-1]:.3f} ms")
+PY
+for _ in 1 2 3 4 5; do
+  curl -s -o metrics.txt -w 'scrape: %{time_total} s, %{size_download} bytes\n' http://127.0.0.1:19181/metrics
+done
+promtool check metrics < metrics.txt && echo "promtool check metrics: clean"
+echo "subscriber series: $(grep -c '^sheetcake_subscriber_sent_bytes_total' metrics.txt) (default guard: the busiest 100, 2 directions)"
+kill -INT "$pid"
+wait "$pid"
+tail -1 out.log

@@ -223,58 +223,16 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn serve(mut request: tiny_http::Request, settings: &Api, shared: &Shared, calls: &Sender<Call>) {
-    let url = request.url().to_owned();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let method = request.method().clone();
-    let Some(segments) = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(percent_decode)
-        .collect::<Option<Vec<String>>>()
-    else {
-        return respond(request, Reply::message(400, "the path is not valid UTF-8"));
-    };
-    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+/// The call a request asks for (its body parsed), or why it cannot be one. `path` is the
+/// request's path as written, for messages; `segments` its decoded parts.
+fn route(
+    method: &tiny_http::Method,
+    path: &str,
+    segments: &[&str],
+    query: &str,
+    body: &[u8],
+) -> Result<Route, Reply> {
     use tiny_http::Method::{Delete, Get, Patch, Post, Put};
-
-    if matches!((&method, segments.as_slice()), (Get, ["health"])) {
-        let s = shared.snapshot.lock().clone();
-        let body = serde_json::json!({
-            "status": "ok", "version": s.version, "uptime_seconds": s.uptime_seconds,
-            "shaping": s.shaping, "subscribers": s.subscribers, "workers": s.workers.len(),
-        });
-        return respond(request, Reply::json(200, &body));
-    }
-    if let Some(token) = &settings.token {
-        let expected = format!("Bearer {token}");
-        let given = request
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv("Authorization"))
-            .map(|h| h.value.as_str().to_owned());
-        if given.as_deref() != Some(expected.as_str()) {
-            return respond(
-                request,
-                Reply::message(
-                    401,
-                    "this API needs the header Authorization: Bearer <token>",
-                ),
-            );
-        }
-    }
-    if matches!((&method, segments.as_slice()), (Get, ["metrics"])) {
-        let s = shared.snapshot.lock().clone();
-        return respond(
-            request,
-            Reply {
-                status: 200,
-                content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: encode(&s),
-            },
-        );
-    }
-
     let query: Vec<(String, String)> = query
         .split('&')
         .filter(|q| !q.is_empty())
@@ -298,6 +256,128 @@ fn serve(mut request: tiny_http::Request, settings: &Api, shared: &Shared, calls
             },
         }
     };
+
+    fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Reply> {
+        serde_json::from_slice(body).map_err(|e| {
+            Reply::error(
+                400,
+                "the body is not the JSON expected",
+                &[crate::json_source::syntax_error(
+                    "request body",
+                    "(body)",
+                    1,
+                    &e,
+                )],
+            )
+        })
+    }
+
+    Ok(match (method, segments) {
+        (Get, ["v1", "subscribers"]) => Route::ListSubscribers {
+            offset: number("offset", 0, usize::MAX)?,
+            limit: number("limit", 1000, 100_000)?,
+        },
+        (Get, ["v1", "subscribers", id]) => Route::GetSubscriber((*id).into()),
+        (Put, ["v1", "subscribers", id]) => Route::PutSubscriber((*id).into(), parse(body)?),
+        (Patch, ["v1", "subscribers", id]) => Route::PatchSubscriber((*id).into(), parse(body)?),
+        (Delete, ["v1", "subscribers", id]) => Route::DeleteSubscriber((*id).into()),
+        (Get, ["v1", "subscribers", id, "stats"]) => Route::SubscriberStats {
+            id: (*id).into(),
+            text: query.iter().any(|(k, v)| k == "format" && v == "text"),
+        },
+        (Get, ["v1", "top"]) => Route::Top {
+            count: number("count", 20, 1000)?,
+        },
+        (Post, ["v1", "apply"]) => Route::Apply(parse(body)?),
+        (Post, ["v1", "reload"]) => Route::Reload,
+        (Get, ["v1", "nodes"]) => Route::ListNodes,
+        (Get, ["v1", "nodes", id]) => Route::GetNode((*id).into()),
+        (Put, ["v1", "nodes", id]) => Route::PutNode((*id).into(), parse(body)?),
+        (Patch, ["v1", "nodes", id]) => Route::PatchNode((*id).into(), parse(body)?),
+        (Delete, ["v1", "nodes", id]) => Route::DeleteNode((*id).into()),
+        (Get, ["v1", "workers"]) => Route::Workers,
+        (Get, ["v1", "ports"]) => Route::Ports,
+        (_, ["health" | "metrics"])
+        | (
+            _,
+            ["v1", "subscribers" | "nodes" | "top" | "apply" | "reload" | "workers" | "ports", ..],
+        ) => {
+            return Err(Reply::message(
+                405,
+                &format!("{method} is not allowed on {path}"),
+            ))
+        }
+        _ => {
+            return Err(Reply::message(
+                404,
+                &format!("no route {path}; see docs/api.md"),
+            ))
+        }
+    })
+}
+
+/// Compares a secret in time that depends on its length only, so the time an answer takes
+/// does not tell a guesser how many leading characters were right.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
+fn serve(mut request: tiny_http::Request, settings: &Api, shared: &Shared, calls: &Sender<Call>) {
+    let url = request.url().to_owned();
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let method = request.method().clone();
+    let Some(segments) = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect::<Option<Vec<String>>>()
+    else {
+        return respond(request, Reply::message(400, "the path is not valid UTF-8"));
+    };
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    use tiny_http::Method::Get;
+
+    if matches!((&method, segments.as_slice()), (Get, ["health"])) {
+        let s = shared.snapshot.lock().clone();
+        let body = serde_json::json!({
+            "status": "ok", "version": s.version, "uptime_seconds": s.uptime_seconds,
+            "shaping": s.shaping, "subscribers": s.subscribers, "workers": s.workers.len(),
+        });
+        return respond(request, Reply::json(200, &body));
+    }
+    if let Some(token) = &settings.token {
+        let expected = format!("Bearer {token}");
+        let given = request
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Authorization"))
+            .map(|h| h.value.as_str().to_owned());
+        if !given.is_some_and(|g| same_secret(g.as_bytes(), expected.as_bytes())) {
+            return respond(
+                request,
+                Reply::message(
+                    401,
+                    "this API needs the header Authorization: Bearer <token>",
+                ),
+            );
+        }
+    }
+    if matches!((&method, segments.as_slice()), (Get, ["metrics"])) {
+        let s = shared.snapshot.lock().clone();
+        return respond(
+            request,
+            Reply {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: encode(&s),
+            },
+        );
+    }
 
     // The body, read here with a limit, so the control thread only ever sees whole requests.
     let mut body = Vec::new();
@@ -327,68 +407,7 @@ fn serve(mut request: tiny_http::Request, settings: &Api, shared: &Shared, calls
             ),
         );
     }
-    fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Reply> {
-        serde_json::from_slice(body).map_err(|e| {
-            Reply::error(
-                400,
-                "the body is not the JSON expected",
-                &[crate::json_source::syntax_error(
-                    "request body",
-                    "(body)",
-                    1,
-                    &e,
-                )],
-            )
-        })
-    }
-
-    let route = (|| -> Result<Route, Reply> {
-        Ok(match (&method, segments.as_slice()) {
-            (Get, ["v1", "subscribers"]) => Route::ListSubscribers {
-                offset: number("offset", 0, usize::MAX)?,
-                limit: number("limit", 1000, 100_000)?,
-            },
-            (Get, ["v1", "subscribers", id]) => Route::GetSubscriber((*id).into()),
-            (Put, ["v1", "subscribers", id]) => Route::PutSubscriber((*id).into(), parse(&body)?),
-            (Patch, ["v1", "subscribers", id]) => {
-                Route::PatchSubscriber((*id).into(), parse(&body)?)
-            }
-            (Delete, ["v1", "subscribers", id]) => Route::DeleteSubscriber((*id).into()),
-            (Get, ["v1", "subscribers", id, "stats"]) => Route::SubscriberStats {
-                id: (*id).into(),
-                text: query.iter().any(|(k, v)| k == "format" && v == "text"),
-            },
-            (Get, ["v1", "top"]) => Route::Top {
-                count: number("count", 20, 1000)?,
-            },
-            (Post, ["v1", "apply"]) => Route::Apply(parse(&body)?),
-            (Post, ["v1", "reload"]) => Route::Reload,
-            (Get, ["v1", "nodes"]) => Route::ListNodes,
-            (Get, ["v1", "nodes", id]) => Route::GetNode((*id).into()),
-            (Put, ["v1", "nodes", id]) => Route::PutNode((*id).into(), parse(&body)?),
-            (Patch, ["v1", "nodes", id]) => Route::PatchNode((*id).into(), parse(&body)?),
-            (Delete, ["v1", "nodes", id]) => Route::DeleteNode((*id).into()),
-            (Get, ["v1", "workers"]) => Route::Workers,
-            (Get, ["v1", "ports"]) => Route::Ports,
-            (_, ["health" | "metrics"])
-            | (
-                _,
-                ["v1", "subscribers" | "nodes" | "top" | "apply" | "reload" | "workers" | "ports", ..],
-            ) => {
-                return Err(Reply::message(
-                    405,
-                    &format!("{method} is not allowed on {path}"),
-                ))
-            }
-            _ => {
-                return Err(Reply::message(
-                    404,
-                    &format!("no route {path}; see docs/api.md"),
-                ))
-            }
-        })
-    })();
-    let route = match route {
+    let route = match route(&method, path, &segments, query, &body) {
         Ok(r) => r,
         Err(reply) => return respond(request, reply),
     };
@@ -405,6 +424,73 @@ fn serve(mut request: tiny_http::Request, settings: &Api, shared: &Shared, calls
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `(method, path)` of every operation `docs/openapi.yaml` describes.
+    fn documented_operations() -> Vec<(String, String)> {
+        let doc = include_str!("../../docs/openapi.yaml");
+        let mut ops = Vec::new();
+        let mut path = None;
+        for line in doc.lines() {
+            if let Some(p) = line.strip_prefix("  /").and_then(|l| l.strip_suffix(':')) {
+                path = Some(format!("/{p}"));
+            } else if !line.starts_with("  ") {
+                path = None;
+            } else if let (Some(p), Some(m)) = (&path, line.strip_prefix("    ")) {
+                if let Some(m) = m
+                    .strip_suffix(':')
+                    .filter(|m| ["get", "put", "patch", "post", "delete"].contains(m))
+                {
+                    ops.push((m.to_ascii_uppercase(), p.clone()));
+                }
+            }
+        }
+        ops
+    }
+
+    fn routed(method: &str, path: &str, body: &[u8]) -> Result<Route, Reply> {
+        let method: tiny_http::Method = method.parse().unwrap();
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        route(&method, path, &segments, "", body)
+    }
+
+    #[test]
+    fn every_documented_operation_is_routed_and_nothing_else_is() {
+        let ops = documented_operations();
+        // One per `Route` (16), and /health and /metrics, which are answered before routing.
+        assert_eq!(ops.len(), 18, "{ops:?}");
+        let bodies: [&[u8]; 3] = [
+            br#"{"addresses": ["10.0.0.1"], "download": "1mbit", "upload": "1mbit"}"#,
+            br#"{"download": "1gbit", "upload": "1gbit"}"#,
+            b"{}",
+        ];
+        for (method, path) in &ops {
+            if path == "/health" || path == "/metrics" {
+                continue;
+            }
+            let path = path.replace("{id}", "x");
+            // Some body of the documented shape is accepted.
+            let ok = bodies.iter().any(|b| routed(method, &path, b).is_ok());
+            assert!(ok, "{method} {path} is documented but not routed");
+        }
+        for (method, path, status) in [
+            ("POST", "/v1/subscribers/x", 405),
+            ("PUT", "/v1/workers", 405),
+            ("GET", "/v1/subscriber", 404),
+            ("GET", "/v2/subscribers", 404),
+        ] {
+            let documented = ops.iter().any(|(m, p)| m == method && p == path);
+            assert!(!documented);
+            let err = routed(method, path, b"").expect_err(path);
+            assert_eq!(err.status, status, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn secrets_match_only_whole() {
+        assert!(same_secret(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!same_secret(b"0123456789abcdeX", b"0123456789abcdef"));
+        assert!(!same_secret(b"0123456789abcde", b"0123456789abcdef"));
+    }
 
     #[test]
     fn paths_are_percent_decoded() {

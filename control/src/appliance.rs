@@ -97,7 +97,7 @@ fn plan_shaping(
     let mut registry = Registry::new(workers, capacity);
     let plan = registry
         .replace(set)
-        .map_err(|r| RunError::Start(format!("{r:?}")))?;
+        .map_err(|r| RunError::Start(r.to_string()))?;
     let mut locals: Vec<Vec<LocalSubscriber>> = (0..workers).map(|_| Vec::new()).collect();
     let mut upserts = plan.upserts;
     upserts.sort_by_key(|(owner, _)| (owner.worker, owner.local));

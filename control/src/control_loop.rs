@@ -10,9 +10,9 @@ use crate::metrics::{PortSample, Snapshot, SubscriberSample, WorkerSample, REFRE
 use crate::nodes::{NodeBalancer, BALANCE_INTERVAL};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use sheetcake_dataplane::dpdk::{Mempool, Port, PortStats};
-use sheetcake_dataplane::shaping::{Direction, SubscriberReport};
+use sheetcake_dataplane::shaping::Direction;
 use sheetcake_dataplane::worker::{PublishedCounters, WorkerCounters};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -51,6 +51,19 @@ pub struct ControlLoop<'a> {
     pub shared: Arc<Shared>,
 }
 
+/// What the metrics refresh carries from one second to the next.
+#[derive(Default)]
+struct Sampling {
+    /// Worker counters at the last refresh, for the busy ratio.
+    last_workers: Vec<WorkerCounters>,
+    /// Bytes arrived per instance at the last refresh, per worker.
+    last_arrived: Vec<Vec<u64>>,
+    /// The busiest subscribers over the last second.
+    top: Vec<TopEntry>,
+    /// The exported subscribers' latest reports.
+    samples: HashMap<String, SubscriberSample>,
+}
+
 /// A change sent for an API call, waiting to be in force.
 struct Pending {
     outcome: Outcome,
@@ -81,15 +94,11 @@ impl ControlLoop<'_> {
         let mut last_ports: Vec<PortStats> = vec![PortStats::default(); self.ports.len() * 2];
         let mut last_workers: Vec<WorkerCounters> =
             vec![WorkerCounters::default(); self.published.len()];
-        let mut refresh_workers = last_workers.clone();
-        // Bytes arrived per instance at the last refresh, per worker.
-        let mut last_arrived: Vec<Vec<u64>> = Vec::new();
-        let mut top: Vec<TopEntry> = Vec::new();
-        let mut samples: HashMap<String, SubscriberSample> = HashMap::new();
-        let mut snapshot = Snapshot {
-            version: env!("CARGO_PKG_VERSION"),
-            ..Snapshot::default()
+        let mut sampling = Sampling {
+            last_workers: last_workers.clone(),
+            ..Sampling::default()
         };
+        let mut snapshot = Arc::new(Snapshot::default());
         let mut pending: Vec<Pending> = Vec::new();
         let watched: Vec<std::path::PathBuf> = match &self.live {
             Some(live) if self.settings.shaping.watch => live
@@ -127,7 +136,7 @@ impl ControlLoop<'_> {
                 let mut cx = Context {
                     live: self.live.as_deref_mut(),
                     snapshot: &snapshot,
-                    top: &top,
+                    top: &sampling.top,
                 };
                 match handlers::handle(call.route, &call.reply, &mut cx) {
                     Handled::Reply(r) => {
@@ -140,11 +149,10 @@ impl ControlLoop<'_> {
                             outcome,
                             reply: call.reply,
                         });
-                        // A change is usually applied within microseconds: look at once.
-                        self.answer_applied(&mut pending, false);
                     }
                 }
             }
+            // A change is usually applied within microseconds: answer as soon as it is.
             self.answer_applied(&mut pending, false);
             if let Some(balancer) = self.balancer.as_deref_mut() {
                 balancer.step(Instant::now());
@@ -157,7 +165,11 @@ impl ControlLoop<'_> {
                             let _ = reply.send(handlers::stats_reply(&id, worker, &report, text));
                         }
                         Asker::Metrics => {
-                            samples.insert(id.clone(), sample(id, &report));
+                            let sample = SubscriberSample {
+                                id: id.clone(),
+                                directions: report.directions,
+                            };
+                            sampling.samples.insert(id, sample);
                         }
                     }
                 }
@@ -173,7 +185,13 @@ impl ControlLoop<'_> {
                     }
                 }
                 if self.signals.report.swap(false, Ordering::Relaxed) {
-                    let asked = live.request_signal_reports(REPORTED_SUBSCRIBERS);
+                    let busiest: Vec<String> = sampling
+                        .top
+                        .iter()
+                        .take(REPORTED_SUBSCRIBERS)
+                        .map(|t| t.id.clone())
+                        .collect();
+                    let asked = live.request_signal_reports(&busiest);
                     println!("statistics: asked the workers for the {asked} busiest subscribers");
                 }
                 if let Some(reports) = live.take_signal_reports() {
@@ -205,16 +223,8 @@ impl ControlLoop<'_> {
             if last_refresh.elapsed() >= REFRESH {
                 let secs = last_refresh.elapsed().as_secs_f64();
                 last_refresh = Instant::now();
-                self.refresh(
-                    &mut snapshot,
-                    started,
-                    &mut refresh_workers,
-                    &mut last_arrived,
-                    &mut top,
-                    &mut samples,
-                    secs,
-                );
-                *self.shared.snapshot.lock() = Arc::new(snapshot.clone());
+                snapshot = Arc::new(self.refresh(&mut sampling, started, secs));
+                *self.shared.snapshot.lock() = Arc::clone(&snapshot);
             }
             if !interval.is_zero() && last_status.elapsed() >= interval {
                 let secs = last_status.elapsed().as_secs_f64();
@@ -273,23 +283,23 @@ impl ControlLoop<'_> {
                 );
                 self.after_change(&sent);
             }
-            Err(e) => println!("reload refused, nothing changed:\n{}", RefusalText(&e)),
+            Err(e) => println!("reload refused, nothing changed:\n{e}"),
         }
     }
 
     /// Samples everything for the next scrape, ranks the busiest subscribers, and asks their
     /// owners for the statistics the next refresh exports.
-    #[allow(clippy::too_many_arguments)]
-    fn refresh(
-        &mut self,
-        snapshot: &mut Snapshot,
-        started: Instant,
-        last_workers: &mut [WorkerCounters],
-        last_arrived: &mut Vec<Vec<u64>>,
-        top: &mut Vec<TopEntry>,
-        samples: &mut HashMap<String, SubscriberSample>,
-        secs: f64,
-    ) {
+    fn refresh(&mut self, sampling: &mut Sampling, started: Instant, secs: f64) -> Snapshot {
+        let Sampling {
+            last_workers,
+            last_arrived,
+            top,
+            samples,
+        } = sampling;
+        let mut snapshot = Snapshot {
+            version: env!("CARGO_PKG_VERSION"),
+            ..Snapshot::default()
+        };
         snapshot.uptime_seconds = started.elapsed().as_secs_f64();
         snapshot.mbufs_in_use = self.pool.in_use();
         snapshot.mbufs_capacity = self.pool.size();
@@ -311,7 +321,6 @@ impl ControlLoop<'_> {
                     })
             })
             .collect();
-        let mut per_worker = vec![0usize; self.published.len()];
         snapshot.shaping = self.live.is_some();
         if let Some(live) = self.live.as_deref() {
             let gauges = live.gauges();
@@ -319,37 +328,52 @@ impl ControlLoop<'_> {
             for (g, last) in gauges.iter().zip(last_arrived.iter_mut()) {
                 last.resize(g.len(), 0);
             }
-            // Ranked by reference: only the kept entries get their ID copied, so a box of a
-            // million subscribers costs one pass and no allocation per subscriber.
-            let mut ranked: Vec<(&str, TopEntry)> = Vec::with_capacity(live.registry().len());
-            for e in live.registry().entries() {
-                let w = e.owner.worker as usize;
-                per_worker[w] += 1;
-                let i = 2 * e.owner.local as usize;
-                let mut rates = [0.0; 2];
-                let mut backlog = [0; 2];
-                for d in 0..2 {
-                    let now = gauges[w][i + d].arrived_bytes();
-                    rates[d] = now.saturating_sub(last_arrived[w][i + d]) as f64 / secs;
-                    last_arrived[w][i + d] = now;
-                    backlog[d] = gauges[w][i + d].backlog_bytes();
+            // The gauges are dense arrays by instance: one sequential pass over them ranks
+            // every subscriber, and only the kept ones are looked up by slot for their ID.
+            let registry = live.registry();
+            struct Ranked {
+                /// Bytes per second, both directions; bytes since start.
+                rate: f64,
+                total: u64,
+                worker: usize,
+                local: usize,
+                entry: TopEntry,
+            }
+            let mut ranked: Vec<Ranked> = Vec::new();
+            for (w, g) in gauges.iter().enumerate() {
+                for (local, occupied) in registry.occupied(w).enumerate() {
+                    let i = 2 * local;
+                    let mut rates = [0.0; 2];
+                    let mut backlog = [0; 2];
+                    for d in 0..2 {
+                        let now = g[i + d].arrived_bytes();
+                        rates[d] = now.saturating_sub(last_arrived[w][i + d]) as f64 / secs;
+                        last_arrived[w][i + d] = now;
+                        backlog[d] = g[i + d].backlog_bytes();
+                    }
+                    if occupied {
+                        ranked.push(Ranked {
+                            rate: rates[0] + rates[1],
+                            total: last_arrived[w][i] + last_arrived[w][i + 1],
+                            worker: w,
+                            local,
+                            entry: TopEntry {
+                                id: String::new(),
+                                rates,
+                                backlog,
+                            },
+                        });
+                    }
                 }
-                let entry = TopEntry {
-                    id: String::new(),
-                    rates,
-                    backlog,
-                    total: last_arrived[w][i] + last_arrived[w][i + 1],
-                };
-                ranked.push((e.subscriber.id.as_str(), entry));
             }
             // Busiest over the last second first, then over all time: an idle box keeps
             // exporting the same subscribers instead of none, so their series do not break
             // up between transfers.
-            let order = |(a_id, a): &(&str, TopEntry), (b_id, b): &(&str, TopEntry)| {
-                (b.rates[0] + b.rates[1])
-                    .total_cmp(&(a.rates[0] + a.rates[1]))
+            let order = |a: &Ranked, b: &Ranked| {
+                b.rate
+                    .total_cmp(&a.rate)
                     .then_with(|| b.total.cmp(&a.total))
-                    .then_with(|| a_id.cmp(b_id))
+                    .then_with(|| (a.worker, a.local).cmp(&(b.worker, b.local)))
             };
             let kept = TOP_KEPT.max(self.settings.api.subscriber_series);
             if ranked.len() > kept {
@@ -359,26 +383,32 @@ impl ControlLoop<'_> {
             ranked.sort_unstable_by(order);
             *top = ranked
                 .into_iter()
-                .map(|(id, entry)| TopEntry {
-                    id: id.to_owned(),
-                    ..entry
+                .filter_map(|r| {
+                    let e = registry.at(r.worker, r.local)?;
+                    Some(TopEntry {
+                        id: e.subscriber.id.clone(),
+                        ..r.entry
+                    })
                 })
                 .collect();
             snapshot.subscribers = live.registry().len();
         }
         // Export what the owners reported for the subscribers asked last time; ask for this
         // time's.
-        let wanted: Vec<String> = top
+        let mut wanted: Vec<String> = top
             .iter()
             .take(self.settings.api.subscriber_series)
             .map(|t| t.id.clone())
             .chain(self.settings.api.always_exported.iter().cloned())
             .collect();
+        // An allow-listed subscriber may also be among the busiest.
+        let mut unique = HashSet::new();
+        wanted.retain(|id| unique.insert(id.clone()));
         snapshot.exported = wanted
             .iter()
             .filter_map(|id| samples.get(id).cloned())
             .collect();
-        samples.retain(|id, _| wanted.contains(id));
+        samples.retain(|id, _| unique.contains(id));
         if let Some(live) = self.live.as_deref_mut() {
             for id in &wanted {
                 live.request_report(id, crate::live::Waiter::Caller(id.clone(), Asker::Metrics));
@@ -400,7 +430,7 @@ impl ControlLoop<'_> {
                     counters: now,
                     busy_ratio: busy as f64 / cycles as f64,
                     hz: self.hz,
-                    subscribers: per_worker[w],
+                    subscribers: self.live.as_deref().map_or(0, |l| l.registry().count_on(w)),
                     command_queue_depth: self
                         .live
                         .as_deref()
@@ -408,6 +438,7 @@ impl ControlLoop<'_> {
                 }
             })
             .collect();
+        snapshot
     }
 
     /// One line per port, per worker and per node.
@@ -486,28 +517,6 @@ impl ControlLoop<'_> {
                 );
             }
         }
-    }
-}
-
-/// A refusal as lines for the log.
-struct RefusalText<'a>(&'a crate::registry::Refusal);
-
-impl std::fmt::Display for RefusalText<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use crate::registry::Refusal;
-        match self.0 {
-            Refusal::Invalid(e) | Refusal::Conflict(e) => {
-                write!(f, "{}", crate::config::ConfigErrors(e.clone()))
-            }
-            Refusal::NotFound(m) | Refusal::Full(m) => write!(f, "{m}"),
-        }
-    }
-}
-
-fn sample(id: String, r: &SubscriberReport) -> SubscriberSample {
-    SubscriberSample {
-        id,
-        directions: r.directions.clone(),
     }
 }
 

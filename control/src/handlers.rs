@@ -11,12 +11,12 @@ use crate::config::ConfigError;
 use crate::json_source::{NodeJson, SubscriberJson};
 use crate::live::{LiveShaping, Sent, Waiter};
 use crate::metrics::Snapshot;
-use crate::records::{Checker, RateText, Records, Value};
+use crate::records::{Checker, Records};
 use crate::registry::{Change, Refusal};
-use crate::subscribers::{Node, Subscriber, SubscriberSet};
+use crate::subscribers::{Defaults, Node, Subscriber, SubscriberSet};
 use crossbeam_channel::Sender;
 use serde_json::{json, Value as Json};
-use sheetcake_cake::CakeConfig;
+use sheetcake_cake::config::format_rate;
 use sheetcake_dataplane::classify::Prefix;
 use sheetcake_dataplane::shaping::{DirectionReport, SubscriberReport};
 use std::time::{Duration, Instant};
@@ -52,8 +52,6 @@ pub struct TopEntry {
     pub rates: [f64; 2],
     /// Bytes queued (download, upload), when last sampled.
     pub backlog: [u64; 2],
-    /// Bytes arrived since start, both directions.
-    pub total: u64,
 }
 
 /// What a handler may use.
@@ -70,11 +68,9 @@ pub struct Outcome {
     pub created: bool,
 }
 
+/// A rate as the API writes it: tc's notation, exact, so it reads back the same.
 fn rate_text(bandwidth: Option<u64>) -> String {
-    match bandwidth {
-        Some(b) => format!("{}bit", b * 8),
-        None => "unlimited".into(),
-    }
+    bandwidth.map_or_else(|| "unlimited".into(), format_rate)
 }
 
 /// A subscriber as the API shows it.
@@ -174,36 +170,43 @@ pub fn stats_reply(id: &str, worker: Option<u16>, r: &SubscriberReport, text: bo
     )
 }
 
-/// A record of the body's subscriber, named after the path.
+/// The path names the record; its body may repeat the ID, not contradict it.
+fn same_id(given: &Option<String>, id: &str) -> Result<(), Reply> {
+    match given {
+        Some(given) if given.trim() != id => Err(Reply::error(
+            422,
+            "the body's id is not the path's",
+            &[ConfigError {
+                file: BODY.into(),
+                line: None,
+                key: "id".into(),
+                message: format!("{given:?} differs from {id:?} in the path; leave it out"),
+            }],
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The body's subscriber, named after the path, through the checks every source goes
+/// through.
 fn checked_subscriber(
     live: &LiveShaping<Asker>,
     id: &str,
     body: &SubscriberJson,
-    extra_nodes: &[String],
+    defaults: &Defaults,
 ) -> Result<Subscriber, Reply> {
-    if let Some(given) = &body.id {
-        if given.trim() != id {
-            return Err(Reply::error(
-                422,
-                "the body's id is not the path's",
-                &[ConfigError {
-                    file: BODY.into(),
-                    line: None,
-                    key: "id".into(),
-                    message: format!("{given:?} differs from {id:?} in the path; leave it out"),
-                }],
-            ));
-        }
+    same_id(&body.id, id)?;
+    let record = SubscriberJson {
+        id: Some(id.to_owned()),
+        ..body.clone()
     }
-    let mut with_id = body.clone();
-    with_id.id = Some(id.to_owned());
-    let record = with_id.record("subscriber".into(), None);
+    .record("subscriber".into(), None);
     let mut check = Checker::new(BODY);
     let registry = live.registry();
     let s = check.subscriber(
         &record,
-        live.defaults(),
-        |n| registry.node(n).is_some() || extra_nodes.iter().any(|e| e == n),
+        defaults,
+        |n| registry.node(n).is_some(),
         || registry.nodes().map(|n| n.id.clone()).collect(),
     );
     match s {
@@ -217,18 +220,14 @@ fn checked_subscriber(
 }
 
 fn checked_node(id: &str, body: &NodeJson) -> Result<Node, Reply> {
-    let mut with_id = body.clone();
-    if let Some(given) = &body.id {
-        if given.trim() != id {
-            return Err(Reply::message(
-                422,
-                &format!("the body's id {given:?} differs from {id:?} in the path; leave it out"),
-            ));
-        }
+    same_id(&body.id, id)?;
+    let record = NodeJson {
+        id: Some(id.to_owned()),
+        ..body.clone()
     }
-    with_id.id = Some(id.to_owned());
+    .record("node".into(), None);
     let mut check = Checker::new(BODY);
-    match check.node(&with_id.record("node".into(), None)) {
+    match check.node(&record) {
         Some(n) => Ok(n),
         None => Err(Reply::error(
             422,
@@ -238,92 +237,40 @@ fn checked_node(id: &str, body: &NodeJson) -> Result<Node, Reply> {
     }
 }
 
-/// The subscriber `old` with `patch` applied.
+/// The subscriber `old` with `patch` applied, through the same checks as a PUT. The fields not
+/// given are written back as they are in force: addresses, the exact rate, and for a direction
+/// whose options are not given, its whole CAKE configuration as the starting point (its
+/// printed words parse back to the same configuration), so the box defaults do not creep in.
 fn patched(
     live: &LiveShaping<Asker>,
     old: &Subscriber,
     patch: &SubscriberPatch,
 ) -> Result<Subscriber, Reply> {
-    let mut s = old.clone();
-    let mut check = Checker::new(BODY);
-    let name = format!("subscriber ({})", old.id);
-    if let Some(addresses) = &patch.addresses {
-        if addresses.is_empty() {
-            check.error(
-                &name,
-                &Value::new((), "addresses", None),
-                "expected at least one address or prefix",
-            );
-        }
-        s.prefixes.clear();
-        for a in addresses {
-            match Prefix::parse(a) {
-                Ok(p) => s.prefixes.push(p),
-                Err(e) => check.error(&name, &Value::new((), "addresses", None), e.to_string()),
-            }
-        }
-    }
-    let defaults = live.defaults();
-    for (config, rate, options, default_words, rate_field, options_field) in [
-        (
-            &mut s.download,
-            &patch.download,
-            &patch.download_options,
-            &defaults.download,
-            "download",
-            "download_options",
-        ),
-        (
-            &mut s.upload,
-            &patch.upload,
-            &patch.upload_options,
-            &defaults.upload,
-            "upload",
-            "upload_options",
-        ),
-    ] {
-        if let Some(words) = options {
-            // New options start from the defaults again; the rate stays.
-            let mut fresh = CakeConfig::parse(default_words).unwrap_or_default();
-            match fresh.apply_words(words) {
-                Ok(()) => {
-                    fresh.bandwidth = config.bandwidth;
-                    *config = fresh;
-                }
-                Err(e) => check.error(
-                    &name,
-                    &Value::new((), options_field, None),
-                    format!("not valid tc-cake options: {e}"),
-                ),
-            }
-        }
-        if let Some(text) = rate {
-            match RateText::Tc(text.clone()).bytes_per_second() {
-                Ok(b) => config.bandwidth = Some(b),
-                Err(m) => check.error(&name, &Value::new((), rate_field, None), m),
-            }
-        }
-    }
-    if let Some(node) = &patch.node {
-        match node.as_deref().map(str::trim) {
-            None | Some("") => s.node = None,
-            Some(n) if live.registry().node(n).is_some() => s.node = Some(n.to_owned()),
-            Some(n) => check.error(
-                &name,
-                &Value::new((), "node", None),
-                format!("no node has the ID {n:?}"),
-            ),
-        }
-    }
-    if check.errors.is_empty() {
-        Ok(s)
-    } else {
-        Err(Reply::error(
-            422,
-            "the change is not valid; nothing was applied",
-            &check.errors,
-        ))
-    }
+    let kept = |given: &Option<String>, now: String| given.clone().unwrap_or(now);
+    let body = SubscriberJson {
+        id: None,
+        addresses: patch
+            .addresses
+            .clone()
+            .unwrap_or_else(|| old.prefixes.iter().map(Prefix::to_string).collect()),
+        download: kept(&patch.download, rate_text(old.download.bandwidth)),
+        upload: kept(&patch.upload, rate_text(old.upload.bandwidth)),
+        download_options: patch.download_options.clone(),
+        upload_options: patch.upload_options.clone(),
+        node: patch.node.clone().unwrap_or_else(|| old.node.clone()),
+    };
+    let box_defaults = live.defaults();
+    let start = Defaults {
+        download: match patch.download_options {
+            Some(_) => box_defaults.download.clone(),
+            None => old.download.to_string(),
+        },
+        upload: match patch.upload_options {
+            Some(_) => box_defaults.upload.clone(),
+            None => old.upload.to_string(),
+        },
+    };
+    checked_subscriber(live, &old.id, &body, &start)
 }
 
 /// A bulk apply's changes, every record checked; all errors at once.
@@ -430,37 +377,48 @@ pub enum Handled {
 /// re-share parent nodes).
 pub fn handle(route: Route, reply: &Sender<Reply>, cx: &mut Context<'_>) -> Handled {
     use Handled::Reply as R;
-    match route {
-        Route::Workers => return R(Reply::json(200, &workers_json(cx.snapshot))),
-        Route::Ports => return R(Reply::json(200, &ports_json(cx.snapshot))),
-        _ => {}
+    match cx.live.as_deref_mut() {
+        Some(live) => shaping(route, reply, live, cx.snapshot, cx.top),
+        // Without shaping only the box's own counters exist.
+        None => match route {
+            Route::Workers => R(Reply::json(200, &workers_json(cx.snapshot))),
+            Route::Ports => R(Reply::json(200, &ports_json(cx.snapshot))),
+            _ => R(Reply::message(
+                503,
+                "this box bridges without shaping: set [shaping] subscribers in the \
+                 configuration (the file may list no subscriber) to shape and manage subscribers",
+            )),
+        },
     }
-    let Some(live) = cx.live.as_deref_mut() else {
-        return R(Reply::message(
-            503,
-            "this box bridges without shaping: set [shaping] subscribers in the configuration \
-             (the file may list no subscriber) to shape and manage subscribers",
-        ));
-    };
+}
+
+/// Every route, with shaping on.
+fn shaping(
+    route: Route,
+    reply: &Sender<Reply>,
+    live: &mut LiveShaping<Asker>,
+    snapshot: &Snapshot,
+    top: &[TopEntry],
+) -> Handled {
+    use Handled::Reply as R;
     let sent = |result: Result<Sent, Refusal>, created: bool| match result {
         Ok(sent) => Handled::Sent(Outcome { sent, created }),
         Err(r) => R(refusal(r)),
     };
     match route {
-        Route::Workers | Route::Ports => unreachable!("answered above"),
+        Route::Workers => R(Reply::json(200, &workers_json(snapshot))),
+        Route::Ports => R(Reply::json(200, &ports_json(snapshot))),
         Route::ListSubscribers { offset, limit } => {
             let registry = live.registry();
-            let mut entries: Vec<_> = registry.entries().collect();
-            entries.sort_unstable_by(|a, b| a.subscriber.id.cmp(&b.subscriber.id));
-            let page: Vec<Json> = entries
-                .iter()
+            let page: Vec<Json> = registry
+                .entries()
                 .skip(offset)
                 .take(limit)
                 .map(|e| subscriber_json(&e.subscriber, e.owner.worker))
                 .collect();
             R(Reply::json(
                 200,
-                &json!({ "total": entries.len(), "offset": offset, "subscribers": page }),
+                &json!({ "total": registry.len(), "offset": offset, "subscribers": page }),
             ))
         }
         Route::GetSubscriber(id) => match live.registry().get(&id) {
@@ -473,13 +431,15 @@ pub fn handle(route: Route, reply: &Sender<Reply>, cx: &mut Context<'_>) -> Hand
                 &format!("no subscriber has the ID {id:?}"),
             )),
         },
-        Route::PutSubscriber(id, body) => match checked_subscriber(live, &id, &body, &[]) {
-            Ok(s) => {
-                let created = live.registry().get(&id).is_none();
-                sent(live.merge(vec![Change::Subscriber(s)], BODY), created)
+        Route::PutSubscriber(id, body) => {
+            match checked_subscriber(live, &id, &body, live.defaults()) {
+                Ok(s) => {
+                    let created = live.registry().get(&id).is_none();
+                    sent(live.merge(vec![Change::Subscriber(s)], BODY), created)
+                }
+                Err(reply) => R(reply),
             }
-            Err(reply) => R(reply),
-        },
+        }
         Route::PatchSubscriber(id, patch) => {
             let Some(old) = live.registry().get(&id).map(|e| e.subscriber.clone()) else {
                 return R(Reply::message(
@@ -518,8 +478,7 @@ pub fn handle(route: Route, reply: &Sender<Reply>, cx: &mut Context<'_>) -> Hand
         }
         Route::Top { count } => {
             let gauges = live.gauges();
-            let list: Vec<Json> = cx
-                .top
+            let list: Vec<Json> = top
                 .iter()
                 .take(count)
                 .map(|t| {
@@ -618,4 +577,127 @@ pub fn change_reply(outcome: &Outcome, applied: bool) -> Reply {
         (true, false) => 200,
     };
     Reply::json(status, &summary_json(&outcome.sent, applied))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Registry;
+    use sheetcake_dataplane::shaping::{instance_gauges, ControlChannel};
+
+    /// Shaping state with one worker that never runs: commands just queue.
+    fn live() -> LiveShaping<Asker> {
+        LiveShaping::new(
+            None,
+            crate::subscribers::test_defaults(),
+            Registry::new(1, 16),
+            vec![ControlChannel::new(64)],
+            vec![instance_gauges(16)],
+        )
+    }
+
+    fn call(live: &mut LiveShaping<Asker>, route: Route) -> (u16, Json) {
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let snapshot = Snapshot::default();
+        let mut cx = Context {
+            live: Some(live),
+            snapshot: &snapshot,
+            top: &[],
+        };
+        match handle(route, &tx, &mut cx) {
+            Handled::Reply(r) => (r.status, serde_json::from_str(&r.body).unwrap()),
+            Handled::Sent(o) => {
+                let r = change_reply(&o, true);
+                (r.status, serde_json::from_str(&r.body).unwrap())
+            }
+            Handled::Waiting => panic!("no statistics asked for"),
+        }
+    }
+
+    fn body(json: &str) -> SubscriberJson {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_patch_changes_only_what_it_names() {
+        let mut live = live();
+        let (status, v) = call(
+            &mut live,
+            Route::PutSubscriber(
+                "alice".into(),
+                body(
+                    r#"{"addresses": ["100.64.0.7"], "download": "20mbit", "upload": "5mbit",
+                        "download_options": "diffserv3 nat memlimit 4mb"}"#,
+                ),
+            ),
+        );
+        assert_eq!((status, v["added"].as_u64()), (201, Some(1)), "{v}");
+        let before = live.registry().get("alice").unwrap().subscriber.clone();
+
+        // A new rate keeps the options the subscriber was given, not the box defaults.
+        let patch = SubscriberPatch {
+            download: Some("50mbit".into()),
+            ..SubscriberPatch::default()
+        };
+        let (status, v) = call(&mut live, Route::PatchSubscriber("alice".into(), patch));
+        assert_eq!((status, v["changed"].as_u64()), (200, Some(1)), "{v}");
+        let after = live.registry().get("alice").unwrap().subscriber.clone();
+        let mut expected = before.download;
+        expected.bandwidth = Some(50_000_000 / 8);
+        assert_eq!(after.download, expected);
+        assert_eq!(after.upload, before.upload);
+        assert_eq!(after.prefixes, before.prefixes);
+
+        // New options start from the defaults again, and keep the rate.
+        let patch = SubscriberPatch {
+            download_options: Some("besteffort".into()),
+            ..SubscriberPatch::default()
+        };
+        call(&mut live, Route::PatchSubscriber("alice".into(), patch));
+        let d = live.registry().get("alice").unwrap().subscriber.download;
+        let mut want =
+            sheetcake_cake::CakeConfig::parse("diffserv4 triple-isolate besteffort").unwrap();
+        want.bandwidth = Some(50_000_000 / 8);
+        assert_eq!(d, want);
+
+        // A bad field refuses the whole patch.
+        let patch = SubscriberPatch {
+            upload: Some("2mbit".into()),
+            addresses: Some(vec!["100.64.0.0/33".into()]),
+            ..SubscriberPatch::default()
+        };
+        let (status, v) = call(&mut live, Route::PatchSubscriber("alice".into(), patch));
+        assert_eq!(status, 422, "{v}");
+        assert_eq!(v["errors"][0]["key"], "subscriber (alice).addresses", "{v}");
+        assert_eq!(
+            live.registry().get("alice").unwrap().subscriber.upload,
+            before.upload
+        );
+    }
+
+    #[test]
+    fn the_body_may_repeat_the_path_id_but_not_contradict_it() {
+        let mut live = live();
+        let put = |id: &str| {
+            Route::PutSubscriber(
+                "alice".into(),
+                body(&format!(
+                    r#"{{"id": "{id}", "addresses": ["100.64.0.7"], "download": "1mbit", "upload": "1mbit"}}"#
+                )),
+            )
+        };
+        assert_eq!(call(&mut live, put("alice")).0, 201);
+        let (status, v) = call(&mut live, put("bob"));
+        assert_eq!(status, 422, "{v}");
+        assert!(v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("differs from"));
+        let node = NodeJson {
+            id: Some("sg-2".into()),
+            download: "1gbit".into(),
+            upload: "1gbit".into(),
+        };
+        assert_eq!(call(&mut live, Route::PutNode("sg-1".into(), node)).0, 422);
+    }
 }

@@ -156,14 +156,7 @@ pub fn parse_document(text: &str, file: &str) -> Result<Records, ConfigErrors> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subscribers::{Defaults, SubscriberSet};
-
-    fn defaults() -> Defaults {
-        Defaults {
-            download: "diffserv4".into(),
-            upload: "diffserv4".into(),
-        }
-    }
+    use crate::subscribers::{test_defaults, SubscriberSet};
 
     #[test]
     fn a_document_becomes_the_same_subscribers_as_toml() {
@@ -199,10 +192,10 @@ upload = "1gbit"
         let from_json = SubscriberSet::from_records(
             &parse_document(json, "s.json").unwrap(),
             "s.json",
-            &defaults(),
+            &test_defaults(),
         )
         .unwrap();
-        let from_toml = SubscriberSet::parse(toml, "s.toml", &defaults()).unwrap();
+        let from_toml = SubscriberSet::parse(toml, "s.toml", &test_defaults()).unwrap();
         assert_eq!(from_json.subscribers, from_toml.subscribers);
         assert_eq!(from_json.nodes, from_toml.nodes);
     }
@@ -225,7 +218,7 @@ upload = "1gbit"
     fn semantic_errors_name_the_record_line_and_field() {
         let json = "{\"subscribers\": [\n{\"id\": \"a\", \"addresses\": [\"100.64.0.1\"], \"download\": \"fast\", \"upload\": \"1mbit\"}\n]}";
         let records = parse_document(json, "s.json").unwrap();
-        let err = SubscriberSet::from_records(&records, "s.json", &defaults())
+        let err = SubscriberSet::from_records(&records, "s.json", &test_defaults())
             .unwrap_err()
             .to_string();
         assert!(

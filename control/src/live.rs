@@ -13,7 +13,7 @@ use crate::registry::{Change, Plan, Refusal, Registry, Summary};
 use crate::subscribers::{Defaults, Subscriber, SubscriberSet, SubscriberSource};
 use sheetcake_cake::{Cake, InstanceSetup};
 use sheetcake_dataplane::shaping::{
-    Command, ControlChannel, InstanceGauges, Owner, Retired, SubscriberReport,
+    Command, ControlChannel, InstanceGauges, Retired, SubscriberReport,
 };
 use sheetcake_dataplane::worker::placeholder_config;
 use std::collections::HashMap;
@@ -70,8 +70,8 @@ pub struct Sent {
 
 /// Who asked for a subscriber's statistics.
 pub enum Waiter<R> {
-    /// SIGUSR1: print them.
-    Signal(String),
+    /// SIGUSR1: print them, in this rank among the busiest.
+    Signal(String, usize),
     /// Someone else (an API request, the metrics refresh), with their token.
     Caller(String, R),
 }
@@ -88,9 +88,10 @@ pub struct LiveShaping<R> {
     gauges: Vec<InstanceGauges>,
     /// Statistics asked of the workers and not back yet, by (worker, local).
     waiting: HashMap<(u16, u32), Vec<Waiter<R>>>,
-    /// Statistics back for SIGUSR1, and how many are still out.
-    signal_reports: Vec<(String, Box<SubscriberReport>)>,
-    signal_pending: usize,
+    /// Statistics back for callers, not yet handed over.
+    answered: Vec<(R, String, Box<SubscriberReport>)>,
+    /// Statistics back for SIGUSR1, with their rank (the ones still out are in `waiting`).
+    signal_reports: Vec<(usize, String, Box<SubscriberReport>)>,
 }
 
 impl<R> LiveShaping<R> {
@@ -109,8 +110,8 @@ impl<R> LiveShaping<R> {
             channels,
             gauges,
             waiting: HashMap::new(),
+            answered: Vec::new(),
             signal_reports: Vec::new(),
-            signal_pending: 0,
         }
     }
 
@@ -137,7 +138,12 @@ impl<R> LiveShaping<R> {
     /// Frees what the workers handed back, and returns the statistics that callers were
     /// waiting for. Called every control tick.
     pub fn collect_retired(&mut self) -> Vec<(R, String, Box<SubscriberReport>)> {
-        let mut answered = Vec::new();
+        self.drain_retired();
+        std::mem::take(&mut self.answered)
+    }
+
+    /// Frees what the workers handed back and keeps the statistics for their callers.
+    fn drain_retired(&mut self) {
         for (w, channel) in self.channels.iter().enumerate() {
             while let Some(item) = channel.retired.pop() {
                 match item {
@@ -150,12 +156,11 @@ impl<R> LiveShaping<R> {
                         };
                         for waiter in waiters {
                             match waiter {
-                                Waiter::Signal(id) => {
-                                    self.signal_pending -= 1;
-                                    self.signal_reports.push((id, r.clone()));
+                                Waiter::Signal(id, rank) => {
+                                    self.signal_reports.push((rank, id, r.clone()));
                                 }
                                 Waiter::Caller(id, token) => {
-                                    answered.push((token, id, r.clone()));
+                                    self.answered.push((token, id, r.clone()));
                                 }
                             }
                         }
@@ -163,7 +168,6 @@ impl<R> LiveShaping<R> {
                 }
             }
         }
-        answered
     }
 
     /// Removes the callers `expired` says have waited too long, and returns them (their
@@ -176,7 +180,7 @@ impl<R> LiveShaping<R> {
                 match &waiters[i] {
                     Waiter::Caller(_, r) if expired(r) => match waiters.swap_remove(i) {
                         Waiter::Caller(_, r) => gone.push(r),
-                        Waiter::Signal(_) => unreachable!("matched a caller"),
+                        Waiter::Signal(..) => unreachable!("matched a caller"),
                     },
                     _ => i += 1,
                 }
@@ -211,33 +215,14 @@ impl<R> LiveShaping<R> {
         true
     }
 
-    /// The IDs of the `count` subscribers that received the most bytes (both directions) since
-    /// start, busiest first.
-    pub fn busiest(&self, count: usize) -> Vec<String> {
-        let arrived = |owner: &Owner| {
-            let g = &self.gauges[owner.worker as usize];
-            let i = 2 * owner.local as usize;
-            g[i].arrived_bytes() + g[i + 1].arrived_bytes()
-        };
-        let mut ranked: Vec<(u64, &str)> = self
-            .registry
-            .entries()
-            .map(|e| (arrived(&e.owner), e.subscriber.id.as_str()))
-            .collect();
-        ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-        ranked.truncate(count);
-        ranked.into_iter().map(|(_, id)| id.to_owned()).collect()
-    }
-
-    /// Asks for the statistics of the `count` busiest subscribers, for SIGUSR1;
+    /// Asks for the statistics of `ids` (the busiest first), for SIGUSR1;
     /// [`take_signal_reports`](Self::take_signal_reports) hands them over once all are back.
     /// Returns how many were asked for.
-    pub fn request_signal_reports(&mut self, count: usize) -> usize {
+    pub fn request_signal_reports(&mut self, ids: &[String]) -> usize {
         let mut asked = 0;
-        for id in self.busiest(count) {
-            if self.request_report(&id, Waiter::Signal(id.clone())) {
+        for (rank, id) in ids.iter().enumerate() {
+            if self.request_report(id, Waiter::Signal(id.clone(), rank)) {
                 asked += 1;
-                self.signal_pending += 1;
             }
         }
         asked
@@ -245,10 +230,19 @@ impl<R> LiveShaping<R> {
 
     /// The SIGUSR1 statistics, busiest first, once every owner has answered.
     pub fn take_signal_reports(&mut self) -> Option<Vec<(String, Box<SubscriberReport>)>> {
-        if self.signal_pending > 0 || self.signal_reports.is_empty() {
+        // Still out: a report asked for and not back (one removed meanwhile is not waited for:
+        // its waiters went with it).
+        let out = self
+            .waiting
+            .values()
+            .flatten()
+            .any(|w| matches!(w, Waiter::Signal(..)));
+        if out || self.signal_reports.is_empty() {
             return None;
         }
-        Some(std::mem::take(&mut self.signal_reports))
+        let mut reports = std::mem::take(&mut self.signal_reports);
+        reports.sort_by_key(|(rank, ..)| *rank);
+        Some(reports.into_iter().map(|(_, id, r)| (id, r)).collect())
     }
 
     /// Queues `command` for worker `w`, waiting for room rather than dropping it (the worker
@@ -259,10 +253,9 @@ impl<R> LiveShaping<R> {
                 Ok(seq) => return seq,
                 Err(back) => {
                     command = back;
-                    // Retired items must keep flowing, or the worker cannot hand back.
-                    for (_, id, _) in self.collect_retired() {
-                        eprintln!("statistics for {id} dropped while a change was sent");
-                    }
+                    // Retired items must keep flowing, or the worker cannot hand back; reports
+                    // that come back meanwhile are kept for the next collect.
+                    self.drain_retired();
                     std::thread::sleep(Duration::from_micros(100));
                 }
             }

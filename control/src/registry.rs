@@ -70,6 +70,17 @@ pub enum Refusal {
     Full(String),
 }
 
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Invalid(e) | Refusal::Conflict(e) => {
+                write!(f, "{}", crate::config::ConfigErrors(e.clone()))
+            }
+            Refusal::NotFound(m) | Refusal::Full(m) => write!(f, "{m}"),
+        }
+    }
+}
+
 /// One change of a merge.
 #[derive(Debug, Clone)]
 pub enum Change {
@@ -86,7 +97,8 @@ pub enum Change {
 /// The master copy.
 pub struct Registry {
     workers: usize,
-    subscribers: HashMap<String, Entry>,
+    /// By ID, in ID order (the API lists them in pages).
+    subscribers: BTreeMap<String, Entry>,
     nodes: BTreeMap<String, Node>,
     /// Every prefix, held by its subscriber's table slot.
     space: AddressSpace<u32>,
@@ -99,14 +111,20 @@ pub struct Registry {
     free_slots: Vec<u32>,
     /// Free local slots per worker, lowest last (popped first).
     free_locals: Vec<Vec<u32>>,
+    /// Table slot by (worker, local slot), [`FREE`] where nobody is: how statistics that the
+    /// workers keep by instance find their subscriber without a search.
+    local_slots: Vec<Vec<u32>>,
 }
+
+/// A local slot that holds no subscriber.
+const FREE: u32 = u32::MAX;
 
 impl Registry {
     /// An empty registry for `workers` workers of `capacity` subscribers each.
     pub fn new(workers: usize, capacity: u32) -> Registry {
         Registry {
             workers,
-            subscribers: HashMap::new(),
+            subscribers: BTreeMap::new(),
             nodes: BTreeMap::new(),
             space: AddressSpace::new(),
             addresses: AddressTable::new(),
@@ -116,6 +134,7 @@ impl Registry {
             free_locals: (0..workers)
                 .map(|_| (0..capacity).rev().collect())
                 .collect(),
+            local_slots: vec![vec![FREE; capacity as usize]; workers],
         }
     }
 
@@ -124,12 +143,29 @@ impl Registry {
         self.subscribers.len()
     }
 
+    /// The subscriber in local slot `local` of worker `worker`, if any.
+    pub fn at(&self, worker: usize, local: usize) -> Option<&Entry> {
+        let slot = *self.local_slots.get(worker)?.get(local)?;
+        let id = self.slot_ids.get(slot as usize)?.as_deref()?;
+        self.subscribers.get(id)
+    }
+
+    /// Each worker's local slots: whether each holds a subscriber.
+    pub fn occupied(&self, worker: usize) -> impl Iterator<Item = bool> + '_ {
+        self.local_slots[worker].iter().map(|&s| s != FREE)
+    }
+
+    /// Subscribers on worker `w`.
+    pub fn count_on(&self, w: usize) -> usize {
+        self.local_slots[w].len() - self.free_locals[w].len()
+    }
+
     /// A subscriber by ID.
     pub fn get(&self, id: &str) -> Option<&Entry> {
         self.subscribers.get(id)
     }
 
-    /// Every subscriber, in no particular order.
+    /// Every subscriber, in ID order.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {
         self.subscribers.values()
     }
@@ -219,9 +255,13 @@ impl Registry {
 
         // The tables are rebuilt with slot = index in the set.
         let mut space = AddressSpace::new();
-        let mut subscribers = HashMap::with_capacity(set.subscribers.len());
+        let mut subscribers = BTreeMap::new();
         let mut slot_ids = Vec::with_capacity(set.subscribers.len());
+        for slots in &mut self.local_slots {
+            slots.fill(FREE);
+        }
         for (slot, (s, owner)) in set.subscribers.into_iter().zip(&owners).enumerate() {
+            self.local_slots[owner.worker as usize][owner.local as usize] = slot as u32;
             for p in &s.prefixes {
                 space.insert(*p, slot as u32);
             }
@@ -406,6 +446,7 @@ impl Registry {
                     plan.summary.removed += 1;
                     plan.removes.push(old.owner);
                     self.slot_ids[old.slot as usize] = None;
+                    self.local_slots[old.owner.worker as usize][old.owner.local as usize] = FREE;
                     self.free_slots.push(old.slot);
                     free[old.owner.worker as usize].push(old.owner.local);
                     plan.nodes_changed |= old.subscriber.node.is_some();
@@ -452,6 +493,7 @@ impl Registry {
                             (self.owners.len() - 1) as u32
                         }
                     };
+                    self.local_slots[owner.worker as usize][owner.local as usize] = slot;
                     for p in &s.prefixes {
                         self.space.insert(*p, slot);
                         self.addresses.insert(*p, SubscriberSlot(slot));
@@ -483,18 +525,11 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subscribers::Defaults;
+    use crate::subscribers::test_defaults;
     use sheetcake_dataplane::classify::Prefix;
 
-    fn defaults() -> Defaults {
-        Defaults {
-            download: "diffserv4".into(),
-            upload: "diffserv4".into(),
-        }
-    }
-
     fn set(text: &str) -> SubscriberSet {
-        SubscriberSet::parse(text, "s.toml", &defaults()).unwrap()
+        SubscriberSet::parse(text, "s.toml", &test_defaults()).unwrap()
     }
 
     fn subscriber(id: &str, address: &str, rate: u64) -> Subscriber {
@@ -556,6 +591,12 @@ upload = "20mbit"
         let ids: Vec<&str> = second.upserts.iter().map(|(_, s)| s.id.as_str()).collect();
         assert_eq!(ids, ["carol", "bob"]);
         assert_eq!(r.get("alice").unwrap().owner, alice);
+        let at = |o: Owner| {
+            r.at(o.worker as usize, o.local as usize)
+                .map(|e| e.subscriber.id.as_str())
+        };
+        assert_eq!(at(alice), Some("alice"));
+        assert_eq!(r.count_on(0) + r.count_on(1), 3);
         assert_eq!(lookup(&r, [100, 64, 0, 7]), Some(alice));
     }
 
@@ -611,6 +652,8 @@ upload = "20mbit"
             )
             .unwrap();
         assert_eq!(plan.removes, [dave]);
+        assert!(r.at(0, dave.local as usize).is_none());
+        assert_eq!(r.count_on(0), 2);
         assert_eq!(lookup(&r, [100, 64, 1, 4]), None);
         assert!(matches!(
             r.merge(vec![Change::RemoveSubscriber("dave".into())], "x"),

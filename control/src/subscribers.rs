@@ -395,15 +395,22 @@ pub fn owner_worker(id: &str, workers: usize) -> usize {
     (h % workers.max(1) as u64) as usize
 }
 
+/// The defaults the unit tests shape with: downloads with egress, uploads with ingress
+/// semantics, so a test can tell which defaults a direction got.
+#[cfg(test)]
+pub fn test_defaults() -> Defaults {
+    Defaults {
+        download: "diffserv4 triple-isolate".into(),
+        upload: "diffserv4 triple-isolate ingress".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn defaults() -> Defaults {
-        Defaults {
-            download: "diffserv4 triple-isolate".into(),
-            upload: "diffserv4 triple-isolate ingress".into(),
-        }
+        test_defaults()
     }
 
     const GOOD: &str = r#"

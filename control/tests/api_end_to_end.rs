@@ -14,29 +14,14 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "test-token-0123456789abcdef";
 const PLAN_MBIT: f64 = 20.0;
 
-fn config(name: &str, core: &str, access: &str, subscribers: &str, extra: &str) -> String {
-    format!(
-        r#"
-[eal]
-file_prefix = "sc-{name}"
-args = ["--no-huge", "-m", "1024"]
-[control]
-status_interval_seconds = 1
-[workers]
-cores = [1]
-[[pairs]]
-name = "e2e"
-core = "{core}"
-access = "{access}"
-[shaping]
-subscribers = "{subscribers}"
-{extra}
-[api]
-listen = "127.0.0.1:0"
-token = "{TOKEN}"
-max_body_bytes = 1048576
-"#
-    )
+/// The test configuration with a subscriber file, a token-guarded API on a free port, and
+/// `shaping` added to `[shaping]`.
+fn config(name: &str, core: &str, access: &str, subscribers: &str, shaping: &str) -> String {
+    let extra = format!(
+        "[shaping]\nsubscribers = \"{subscribers}\"\n{shaping}\n[api]\nlisten = \
+         \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nmax_body_bytes = 1048576\n"
+    );
+    common::config(name, core, access, &extra)
 }
 
 /// The API's base URL, from the line sheetcake prints when it listens.
@@ -159,7 +144,7 @@ fn the_api_shapes_changes_and_releases_a_subscriber_and_prometheus_scrapes_it() 
     assert_eq!(v["added"], 1, "{v}");
     let (status, v) = api("GET", &alice, None);
     assert_eq!(status, 200);
-    assert_eq!(v["download"], "20000000bit", "{v}");
+    assert_eq!(v["download"], "20Mbit", "{v}");
     assert!(
         v["download_cake"]
             .as_str()
@@ -500,7 +485,7 @@ fn a_bulk_load_of_100000_subscribers_applies_whole_or_not_at_all() {
     assert_eq!(health["subscribers"], 100_000, "{health}");
     let (_, one) = api("GET", &format!("{base}/v1/subscribers/c99999"), None);
     assert_eq!(one["addresses"][0], "100.65.134.159/32", "{one}");
-    assert_eq!(one["download"], "100000000bit", "{one}");
+    assert_eq!(one["download"], "100Mbit", "{one}");
 
     // One bad row (file line 4711 + 2: the header is line 1): nothing applied, the row named.
     std::fs::write(

@@ -4,29 +4,9 @@
 
 mod common;
 
-use common::{assert_clean_shutdown, scratch, serial, Appliance, Host};
+use common::{assert_clean_shutdown, config, scratch, serial, Appliance, Host};
 use std::process::Stdio;
 use std::time::Duration;
-
-fn config(name: &str, core: &Host, access: &Host) -> String {
-    format!(
-        r#"
-[eal]
-file_prefix = "sc-{name}"
-args = ["--no-huge", "-m", "512"]
-[control]
-status_interval_seconds = 1
-[workers]
-cores = [1]
-[[pairs]]
-name = "e2e"
-core = "{}"
-access = "{}"
-"#,
-        core.vdev(0),
-        access.vdev(1)
-    )
-}
 
 /// Parses ping's summary: (transmitted, received).
 fn ping_counts(output: &str) -> (u32, u32) {
@@ -48,7 +28,7 @@ fn tcp_transfer_completes_and_ping_works_under_load() {
     // "The internet" behind the core port, a subscriber behind the access port.
     let net = Host::new("scbn", "10.78.0.1/24");
     let sub = Host::new("scbs", "10.78.0.2/24");
-    let app = Appliance::start(&dir, &config("bridge-e2e", &net, &sub));
+    let app = Appliance::start(&dir, &config("bridge-e2e", &net.vdev(0), &sub.vdev(1), ""));
 
     // Idle reachability first: ARP and ICMP cross the bridge.
     let idle = sub

@@ -20,21 +20,7 @@ fn config_with(name: &str, core: &str, access: &str, subscribers: Option<&str>) 
     let shaping = subscribers
         .map(|path| format!("[shaping]\nsubscribers = \"{path}\"\n"))
         .unwrap_or_default();
-    format!(
-        r#"
-[eal]
-file_prefix = "sc-{name}"
-args = ["--no-huge", "-m", "512"]
-[control]
-status_interval_seconds = 1
-[workers]
-cores = [1]
-[[pairs]]
-name = "e2e"
-core = "{core}"
-access = "{access}"
-{shaping}"#
-    )
+    common::config(name, core, access, &shaping)
 }
 
 /// A subscriber file with one subscriber owning `address`.

@@ -24,6 +24,26 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// A configuration for a test: one worker on core 1, no hugepages, status every second, one
+/// pair of `core` and `access` ports, and `extra` (more sections) after it.
+pub fn config(name: &str, core: &str, access: &str, extra: &str) -> String {
+    format!(
+        r#"
+[eal]
+file_prefix = "sc-{name}"
+args = ["--no-huge", "-m", "1024"]
+[control]
+status_interval_seconds = 1
+[workers]
+cores = [1]
+[[pairs]]
+name = "e2e"
+core = "{core}"
+access = "{access}"
+{extra}"#
+    )
+}
+
 /// A running `sheetcake` process.
 pub struct Appliance {
     child: Child,

@@ -414,6 +414,21 @@ pub fn parse_rate(text: &str) -> Option<u64> {
     (1.0..1e15).contains(&bytes).then_some(bytes.round() as u64)
 }
 
+/// A rate in bytes per second as tc writes it: the largest unit that keeps it exact (`20Mbit`,
+/// `1500Kbit`, `12345672bit`), so [`parse_rate`] reads back the same number.
+pub fn format_rate(bytes_per_second: u64) -> String {
+    let bits = bytes_per_second * 8;
+    let (value, unit) = [
+        (1_000_000_000, "Gbit"),
+        (1_000_000, "Mbit"),
+        (1_000, "Kbit"),
+    ]
+    .into_iter()
+    .find(|(scale, _)| bits.is_multiple_of(*scale))
+    .map_or((bits, "bit"), |(scale, unit)| (bits / scale, unit));
+    format!("{value}{unit}")
+}
+
 fn parse_rate_or_bare(text: &str) -> Option<u64> {
     if text.bytes().all(|b| b.is_ascii_digit()) {
         return text
@@ -467,19 +482,7 @@ impl fmt::Display for CakeConfig {
     /// configuration.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.bandwidth {
-            // The largest unit that keeps the rate exact, as tc prints it.
-            Some(bytes) => {
-                let bits = bytes * 8;
-                let (value, unit) = [
-                    (1_000_000_000, "Gbit"),
-                    (1_000_000, "Mbit"),
-                    (1_000, "Kbit"),
-                ]
-                .into_iter()
-                .find(|(scale, _)| bits.is_multiple_of(*scale))
-                .map_or((bits, "bit"), |(scale, unit)| (bits / scale, unit));
-                write!(f, "bandwidth {value}{unit}")?
-            }
+            Some(bytes) => write!(f, "bandwidth {}", format_rate(bytes))?,
             None => write!(f, "unlimited")?,
         }
         if self.autorate_ingress {
@@ -638,6 +641,12 @@ mod tests {
         assert_eq!(parse_rate("256kbit"), Some(32_000));
         assert_eq!(parse_rate_or_bare("8000"), Some(1_000));
         assert_eq!(parse_rate("fast"), None);
+        for bytes in [2_500_000, 187_500, 1_543_209, 125_000_000_000] {
+            assert_eq!(parse_rate(&format_rate(bytes)), Some(bytes));
+        }
+        assert_eq!(format_rate(2_500_000), "20Mbit");
+        assert_eq!(format_rate(187_500), "1500Kbit");
+        assert_eq!(format_rate(1_543_209), "12345672bit");
         assert_eq!(parse_time("50ms"), Some(50 * NS_PER_MS));
         assert_eq!(parse_time("2s"), Some(2 * NS_PER_S));
         assert_eq!(parse_time("300"), Some(300 * NS_PER_US));

@@ -120,7 +120,7 @@ fn refusal(r: Refusal) -> Reply {
 }
 
 fn direction_json(d: &DirectionReport) -> Json {
-    let tins: Vec<Json> = crate::report::tin_names(d.config.tin_mode, d.tins.len())
+    let tins: Vec<Json> = crate::report::tin_names(d.config.tin_mode)
         .into_iter()
         .zip(&d.tins)
         .map(|(name, t)| {

@@ -13,8 +13,9 @@
 
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
+use sheetcake_cake::tins::{tin_class_name, TIN_CLASSES};
 use sheetcake_dataplane::shaping::DirectionReport;
-use sheetcake_dataplane::worker::{DropReason, WorkerCounters};
+use sheetcake_dataplane::worker::{DropReason, TinCounters, WorkerCounters, TIN_DROP_REASONS};
 use std::time::Duration;
 
 /// How often the control thread refreshes the snapshot (and asks the workers for the
@@ -285,6 +286,7 @@ pub fn encode(s: &Snapshot) -> String {
         }
     }
     push(drops);
+    push_tins(&s.workers, &mut push);
 
     type DirectionField = fn(&DirectionReport) -> f64;
     let subscriber_fields: [(&str, &str, bool, DirectionField); 8] = [
@@ -355,6 +357,76 @@ pub fn encode(s: &Snapshot) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Per-tin families: every worker's instances summed by direction and tin class (tc's tin
+/// names, so diffserv3's and diffserv4's Voice are one series). A class appears once it has
+/// carried or dropped a frame, so a box without diffserv8 subscribers shows no numbered tins.
+fn push_tins(workers: &[WorkerSample], push: &mut impl FnMut(Family)) {
+    let mut sums = [[TinCounters::default(); TIN_CLASSES]; 2];
+    for w in workers {
+        for (sum, tins) in sums.iter_mut().zip(&w.counters.tins) {
+            for (total, t) in sum.iter_mut().zip(tins) {
+                total.sent_packets += t.sent_packets;
+                total.sent_bytes += t.sent_bytes;
+                total.ecn_marked += t.ecn_marked;
+                for (d, x) in total.dropped.iter_mut().zip(t.dropped) {
+                    *d += x;
+                }
+            }
+        }
+    }
+    let seen: Vec<(&str, usize, &TinCounters)> = ["download", "upload"]
+        .into_iter()
+        .zip(&sums)
+        .flat_map(|(direction, tins)| tins.iter().enumerate().map(move |(c, t)| (direction, c, t)))
+        .filter(|(_, _, t)| t.sent_packets > 0 || t.dropped.iter().any(|&d| d > 0))
+        .collect();
+    type TinField = fn(&TinCounters) -> u64;
+    let fields: [(&str, &str, TinField); 3] = [
+        (
+            "sent_packets_total",
+            "Frames CAKE sent, all subscribers.",
+            |t| t.sent_packets,
+        ),
+        (
+            "sent_bytes_total",
+            "Bytes CAKE sent, all subscribers.",
+            |t| t.sent_bytes,
+        ),
+        (
+            "ecn_marked_packets_total",
+            "Frames CAKE marked with ECN CE instead of dropping, all subscribers.",
+            |t| t.ecn_marked,
+        ),
+    ];
+    for (name, help, field) in fields {
+        let mut f = Family::counter(&format!("sheetcake_tin_{name}"), help);
+        for (direction, class, t) in &seen {
+            let tin = tin_class_name(*class);
+            f.add(&[("direction", direction), ("tin", tin)], field(t) as f64);
+        }
+        push(f);
+    }
+    let mut drops = Family::counter(
+        "sheetcake_tin_dropped_packets_total",
+        "Frames queued in CAKE and dropped, all subscribers, by reason (AQM, overflow of the \
+         memory limit, ACK filter, the worker's buffer budget).",
+    );
+    for (direction, class, t) in &seen {
+        let tin = tin_class_name(*class);
+        for (reason, n) in TIN_DROP_REASONS.iter().zip(t.dropped) {
+            drops.add(
+                &[
+                    ("direction", direction),
+                    ("tin", tin),
+                    ("reason", reason.name()),
+                ],
+                n as f64,
+            );
+        }
+    }
+    push(drops);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,6 +435,14 @@ mod tests {
     fn every_family_follows_the_naming_conventions() {
         let mut report = sheetcake_dataplane::shaping::SubscriberReport::default();
         report.directions[0].stats.sent_bytes = 1234;
+        let mut counters = WorkerCounters::default();
+        // Voice of diffserv4 (internal tin 3), upload.
+        let voice = usize::from(sheetcake_cake::tins::tin_class(
+            sheetcake_cake::config::TinMode::Diffserv4,
+            3,
+        ));
+        counters.tins[1][voice].sent_packets = 7;
+        counters.tins[1][voice].dropped[0] = 2;
         let s = Snapshot {
             version: "0.1.0",
             shaping: true,
@@ -370,7 +450,7 @@ mod tests {
             workers: vec![WorkerSample {
                 worker: 0,
                 core: 1,
-                counters: WorkerCounters::default(),
+                counters,
                 busy_ratio: 0.5,
                 hz: 1_000_000_000,
                 subscribers: 1,
@@ -397,5 +477,17 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sheetcake_worker_busy_ratio{worker=\"0\",core=\"1\"} 0.5"));
+        // Tins: summed per direction and class, only the classes that carried traffic.
+        assert!(
+            text.contains("sheetcake_tin_sent_packets_total{direction=\"upload\",tin=\"Voice\"} 7")
+        );
+        assert!(text.contains(
+            "sheetcake_tin_dropped_packets_total{direction=\"upload\",tin=\"Voice\",reason=\"aqm\"} 2"
+        ));
+        assert_eq!(
+            text.matches("sheetcake_tin_sent_bytes_total{").count(),
+            1,
+            "{text}"
+        );
     }
 }

@@ -2,18 +2,16 @@
 //! cake qdisc, one block per direction, tins in columns.
 
 use sheetcake_cake::config::TinMode;
+use sheetcake_cake::tins::{tin_class, tin_class_name, tin_order};
 use sheetcake_dataplane::shaping::{DirectionReport, SubscriberReport};
 use std::fmt::Write;
 
 /// The tins' names in tin order, as tc prints them.
-pub fn tin_names(mode: TinMode, tins: usize) -> Vec<String> {
-    match mode {
-        TinMode::Diffserv3 => ["Bulk", "Best Effort", "Voice"].map(String::from).to_vec(),
-        TinMode::Diffserv4 => ["Bulk", "Best Effort", "Video", "Voice"]
-            .map(String::from)
-            .to_vec(),
-        _ => (0..tins).map(|t| format!("Tin {t}")).collect(),
-    }
+pub fn tin_names(mode: TinMode) -> Vec<String> {
+    tin_order(mode)
+        .iter()
+        .map(|&t| tin_class_name(usize::from(tin_class(mode, t))).to_string())
+        .collect()
 }
 
 /// A rate in tc's units (bytes per second in, bits per second out).
@@ -101,7 +99,7 @@ fn direction(out: &mut String, id: &str, name: &str, d: &DirectionReport) {
         s.avg_network_offset
     );
     // Names are in tin order, as the reports are.
-    let names = tin_names(d.config.tin_mode, d.tins.len());
+    let names = tin_names(d.config.tin_mode);
     let _ = write!(out, "  {:<10}", "");
     for name in &names {
         let _ = write!(out, " {name:>12}");

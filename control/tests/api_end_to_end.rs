@@ -356,6 +356,23 @@ fn the_api_shapes_changes_and_releases_a_subscriber_and_prometheus_scrapes_it() 
         ),
         "{metrics}"
     );
+    // The per-tin sum holds alice's bytes: iperf3's frames carry DSCP 0, Best Effort, and she
+    // is the only subscriber being shaped.
+    let series = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    let alice_bytes = series(
+        "sheetcake_subscriber_sent_bytes_total{subscriber=\"alice\",direction=\"download\"}",
+    );
+    let tin_bytes =
+        series("sheetcake_tin_sent_bytes_total{direction=\"download\",tin=\"Best Effort\"}");
+    assert!(
+        tin_bytes >= alice_bytes && alice_bytes > 1e6,
+        "tin {tin_bytes} bytes, alice {alice_bytes}"
+    );
     let value = scrape_with_prometheus(
         &dir,
         &base,

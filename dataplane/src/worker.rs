@@ -30,6 +30,7 @@ use crate::shaping::{
     Command, ControlChannel, Direction, InstanceGauges, LocalSubscriber, ReadyQueue, Retired,
     SubscriberTables, COMMANDS_PER_LOOP,
 };
+use sheetcake_cake::tins::TIN_CLASSES;
 use sheetcake_cake::{
     Cake, CakeConfig, Dequeued, DropReason as CakeDrop, FlowPool, InstanceSetup, NetworkKind,
     PacketMeta,
@@ -154,9 +155,60 @@ pub struct WorkerCounters {
     pub busy_cycles: u64,
     /// TSC cycles since the worker started.
     pub total_cycles: u64,
+    /// What CAKE sent and dropped, by direction (download, upload) and tin class
+    /// ([`sheetcake_cake::tins::tin_class`]).
+    pub tins: [[TinCounters; TIN_CLASSES]; 2],
+}
+
+/// The drop reasons counted per tin: CAKE's own verdicts and the worker's budget, which takes
+/// queued frames as CAKE's memory limit does.
+pub const TIN_DROP_REASONS: [DropReason; 4] = [
+    DropReason::Aqm,
+    DropReason::Overflow,
+    DropReason::AckFilter,
+    DropReason::Budget,
+];
+
+/// One tin class's traffic in one direction, summed over a worker's instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TinCounters {
+    /// Frames and bytes CAKE let out.
+    pub sent_packets: u64,
+    pub sent_bytes: u64,
+    /// Frames it marked CE on the way out.
+    pub ecn_marked: u64,
+    /// Frames it dropped, by [`TIN_DROP_REASONS`].
+    pub dropped: [u64; TIN_DROP_REASONS.len()],
+}
+
+impl TinCounters {
+    /// Fields in publication order.
+    const WORDS: usize = 3 + TIN_DROP_REASONS.len();
 }
 
 impl WorkerCounters {
+    /// Counts a frame CAKE let out.
+    #[inline]
+    fn count_sent(&mut self, m: &Mbuf) {
+        let info = m.info();
+        let tin = &mut self.tins[(info.instance & 1) as usize][usize::from(info.stamp.tin_class)];
+        tin.sent_packets += 1;
+        tin.sent_bytes += u64::from(m.pkt_len());
+        tin.ecn_marked += u64::from(info.stamp.marked);
+    }
+
+    /// Frees a frame that was queued in (or given to) a CAKE instance and counts why it went.
+    #[inline]
+    fn drop_queued(&mut self, m: Mbuf, reason: DropReason) {
+        self.dropped[reason as usize] += 1;
+        if let Some(k) = TIN_DROP_REASONS.iter().position(|&r| r == reason) {
+            let info = m.info();
+            self.tins[(info.instance & 1) as usize][usize::from(info.stamp.tin_class)].dropped
+                [k] += 1;
+        }
+        drop(m);
+    }
+
     /// Frames dropped for `reason`.
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.dropped[reason as usize]
@@ -171,48 +223,52 @@ impl WorkerCounters {
 /// Counters published before the drop reasons.
 const PLAIN_COUNTERS: usize = 11;
 
-/// Where a worker publishes its counters for the control thread: one writer, any number of
-/// readers, no locks. Each field is updated with a relaxed store of the worker's own value, so
-/// a reader may see fields from two neighbouring publications, never a torn number.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-pub struct PublishedCounters {
-    fields: [AtomicU64; PLAIN_COUNTERS + DROP_REASONS],
-}
+/// Published words: the plain counters, the drop reasons, then the tins.
+const COUNTER_WORDS: usize = PLAIN_COUNTERS + DROP_REASONS + 2 * TIN_CLASSES * TinCounters::WORDS;
 
-impl PublishedCounters {
-    fn publish(&self, c: &WorkerCounters) {
-        let values = [
-            c.rx_packets,
-            c.tx_packets,
-            c.shaped_packets,
-            c.unshaped_packets,
-            c.handed_off,
-            c.taken_over,
-            c.queued,
-            c.flows_in_use,
-            c.iterations,
-            c.busy_cycles,
-            c.total_cycles,
+impl WorkerCounters {
+    /// Every counter as one word, in publication order.
+    fn to_words(self) -> [u64; COUNTER_WORDS] {
+        let plain = [
+            self.rx_packets,
+            self.tx_packets,
+            self.shaped_packets,
+            self.unshaped_packets,
+            self.handed_off,
+            self.taken_over,
+            self.queued,
+            self.flows_in_use,
+            self.iterations,
+            self.busy_cycles,
+            self.total_cycles,
         ];
-        for (slot, v) in self
-            .fields
-            .iter()
-            .zip(values.iter().chain(c.dropped.iter()))
+        let tins = self.tins.iter().flatten().flat_map(|t| {
+            [t.sent_packets, t.sent_bytes, t.ecn_marked]
+                .into_iter()
+                .chain(t.dropped)
+        });
+        let mut words = [0; COUNTER_WORDS];
+        for (w, v) in words
+            .iter_mut()
+            .zip(plain.into_iter().chain(self.dropped).chain(tins))
         {
-            slot.store(*v, Ordering::Relaxed);
+            *w = v;
         }
+        words
     }
 
-    /// The latest published counters.
-    pub fn read(&self) -> WorkerCounters {
-        let v: Vec<u64> = self
-            .fields
-            .iter()
-            .map(|f| f.load(Ordering::Relaxed))
-            .collect();
+    /// The counters [`WorkerCounters::to_words`] gave.
+    fn from_words(v: &[u64; COUNTER_WORDS]) -> WorkerCounters {
         let mut dropped = [0; DROP_REASONS];
-        dropped.copy_from_slice(&v[PLAIN_COUNTERS..]);
+        dropped.copy_from_slice(&v[PLAIN_COUNTERS..PLAIN_COUNTERS + DROP_REASONS]);
+        let mut tins = [[TinCounters::default(); TIN_CLASSES]; 2];
+        let words = v[PLAIN_COUNTERS + DROP_REASONS..].chunks_exact(TinCounters::WORDS);
+        for (t, w) in tins.iter_mut().flatten().zip(words) {
+            t.sent_packets = w[0];
+            t.sent_bytes = w[1];
+            t.ecn_marked = w[2];
+            t.dropped.copy_from_slice(&w[3..]);
+        }
         WorkerCounters {
             rx_packets: v[0],
             tx_packets: v[1],
@@ -226,7 +282,40 @@ impl PublishedCounters {
             busy_cycles: v[9],
             total_cycles: v[10],
             dropped,
+            tins,
         }
+    }
+}
+
+/// Where a worker publishes its counters for the control thread: one writer, any number of
+/// readers, no locks. Each field is updated with a relaxed store of the worker's own value, so
+/// a reader may see fields from two neighbouring publications, never a torn number.
+#[derive(Debug)]
+#[repr(align(64))]
+pub struct PublishedCounters {
+    fields: [AtomicU64; COUNTER_WORDS],
+}
+
+impl Default for PublishedCounters {
+    fn default() -> Self {
+        PublishedCounters {
+            fields: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl PublishedCounters {
+    fn publish(&self, c: &WorkerCounters) {
+        for (slot, v) in self.fields.iter().zip(c.to_words()) {
+            slot.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// The latest published counters.
+    pub fn read(&self) -> WorkerCounters {
+        WorkerCounters::from_words(&std::array::from_fn(|i| {
+            self.fields[i].load(Ordering::Relaxed)
+        }))
     }
 }
 
@@ -743,8 +832,7 @@ impl Shaper {
                         };
                         // Same tins: never re-files, never allocates.
                         cake.set_config(&mut self.pool, config, now, &mut |m, r| {
-                            drop(m);
-                            counters.dropped[DropReason::from_cake(r) as usize] += 1;
+                            counters.drop_queued(m, DropReason::from_cake(r));
                             counters.queued -= 1;
                         });
                         self.fattest.set(instance, cake.backlog_packets());
@@ -769,8 +857,7 @@ impl Shaper {
                         } else if current.config().tin_mode == new.config().tin_mode {
                             // Same tins: change rates and options in place, queues untouched.
                             current.set_config(&mut self.pool, *new.config(), now, &mut |m, r| {
-                                drop(m);
-                                counters.dropped[DropReason::from_cake(r) as usize] += 1;
+                                counters.drop_queued(m, DropReason::from_cake(r));
                                 counters.queued -= 1;
                             });
                         } else {
@@ -783,8 +870,7 @@ impl Shaper {
                                 counters.queued -= 1;
                                 let before = current.backlog_packets();
                                 current.enqueue(&mut self.pool, m, &meta, now, &mut |m, r| {
-                                    drop(m);
-                                    counters.dropped[DropReason::from_cake(r) as usize] += 1;
+                                    counters.drop_queued(m, DropReason::from_cake(r));
                                 });
                                 counters.queued = (counters.queued
                                     + u64::from(current.backlog_packets()))
@@ -844,8 +930,7 @@ impl Shaper {
             if let Some(victim) = self.fattest.fattest() {
                 let cake = &mut self.cakes[victim as usize];
                 cake.drop_from_fattest(&mut self.pool, now, &mut |m, _| {
-                    drop(m);
-                    counters.dropped[DropReason::Budget as usize] += 1;
+                    counters.drop_queued(m, DropReason::Budget);
                     counters.queued -= 1;
                 });
                 self.fattest.set(victim, cake.backlog_packets());
@@ -862,8 +947,7 @@ impl Shaper {
         let cake = &mut self.cakes[id as usize];
         let before = cake.backlog_packets();
         cake.enqueue(&mut self.pool, m, &meta, now, &mut |m, r| {
-            drop(m);
-            counters.dropped[DropReason::from_cake(r) as usize] += 1;
+            counters.drop_queued(m, DropReason::from_cake(r));
         });
         let after = cake.backlog_packets();
         gauge.set_backlog(cake.backlog_bytes());
@@ -955,13 +1039,13 @@ impl Shaper {
                     break;
                 }
                 let result = cake.dequeue(&mut self.pool, now, &mut |m, r| {
-                    drop(m);
-                    counters.dropped[DropReason::from_cake(r) as usize] += 1;
+                    counters.drop_queued(m, DropReason::from_cake(r));
                     counters.queued -= 1;
                 });
                 match result {
                     Dequeued::Packet(m) => {
                         counters.queued -= 1;
+                        counters.count_sent(&m);
                         let egress = m.info().egress as usize;
                         match pending[egress].push(m) {
                             Ok(()) => sent += 1,

@@ -2,10 +2,11 @@
 //! while the network's own traffic (non-IP frames such as ARP, multicast and broadcast IP)
 //! still passes unshaped, immediately, never queued.
 
+use sheetcake_cake::tins::tin_class_name;
 use sheetcake_cake::CakeConfig;
 use sheetcake_dataplane::dpdk::{Mbuf, MbufBuffer};
 use sheetcake_dataplane::shaping::{instance_gauges, ControlChannel, Owner};
-use sheetcake_dataplane::worker::{Handoff, PublishedCounters, ShapingSetup, Worker};
+use sheetcake_dataplane::worker::{Handoff, PublishedCounters, ShapingSetup, TinCounters, Worker};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,6 +138,26 @@ fn unknown_unicast_is_shaped_by_the_default_class_and_network_traffic_is_not() {
         unicast_span.1
     );
     assert_eq!(counters.shaped_packets, UNICAST_FRAMES as u64);
+    // Counted in the tin DSCP 0 goes to (Best Effort), download, and nowhere else.
+    for (direction, tins) in counters.tins.iter().enumerate() {
+        for (class, tin) in tins.iter().enumerate() {
+            let expected = if (direction, tin_class_name(class)) == (0, "Best Effort") {
+                TinCounters {
+                    sent_packets: UNICAST_FRAMES as u64,
+                    sent_bytes: (UNICAST_FRAMES * FRAME_BYTES) as u64,
+                    ..TinCounters::default()
+                }
+            } else {
+                TinCounters::default()
+            };
+            assert_eq!(
+                *tin,
+                expected,
+                "direction {direction}, {}",
+                tin_class_name(class)
+            );
+        }
+    }
     assert_eq!(counters.unshaped_packets, 60);
     drop(core_ends);
     drop(access_ends);

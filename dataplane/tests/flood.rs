@@ -12,7 +12,9 @@
 use sheetcake_cake::{CakeConfig, InstanceSetup};
 use sheetcake_dataplane::dpdk::{tsc, Mbuf, MbufBuffer};
 use sheetcake_dataplane::shaping::{instance_gauges, ControlChannel, LocalSubscriber, Owner};
-use sheetcake_dataplane::worker::{DropReason, Handoff, PublishedCounters, ShapingSetup, Worker};
+use sheetcake_dataplane::worker::{
+    DropReason, Handoff, PublishedCounters, ShapingSetup, Worker, TIN_DROP_REASONS,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -294,6 +296,22 @@ fn a_10_gbit_flood_at_one_subscriber_costs_another_no_probe_and_no_delay() {
     assert_eq!(
         finals.rx_packets,
         finals.tx_packets + finals.dropped_total(),
+        "{finals:?}"
+    );
+    // Per tin as well: every shaped frame was let out or dropped by a tin, or flushed at the
+    // end; the budget's room came from queued frames, each counted in its tin.
+    let tins = finals.tins.iter().flatten();
+    let tin_sent: u64 = tins.clone().map(|t| t.sent_packets).sum();
+    let tin_dropped: u64 = tins.clone().flat_map(|t| t.dropped).sum();
+    let budget_index = TIN_DROP_REASONS
+        .iter()
+        .position(|&r| r == DropReason::Budget)
+        .unwrap();
+    let tin_budget: u64 = tins.map(|t| t.dropped[budget_index]).sum();
+    assert_eq!(tin_budget, finals.dropped(DropReason::Budget));
+    assert_eq!(
+        tin_sent + tin_dropped + finals.dropped(DropReason::Flushed),
+        finals.shaped_packets,
         "{finals:?}"
     );
     drop(core_ends);

@@ -19,8 +19,8 @@ use crate::flows::{FlowList, FlowPool, FlowState, ListKind, OverflowHeap, Placem
 use crate::overhead::adjusted_len;
 use crate::packet::{CakePacket, DropReason, NetworkKind, PacketMeta, PacketQueue};
 use crate::tins::{
-    tin_count, tin_for_dscp, tin_order, tin_rates, tin_weights, TimePerByte, TinParams, DSCP_CS7,
-    MTU_BYTES,
+    tin_class, tin_count, tin_for_dscp, tin_order, tin_rates, tin_weights, TimePerByte, TinParams,
+    DSCP_CS7, MTU_BYTES,
 };
 
 /// Default flow queues per tin, as in the kernel.
@@ -432,6 +432,11 @@ impl Cake {
         sink: &mut impl FnMut(P, DropReason),
     ) {
         let t = self.classify_tin(meta);
+        {
+            let stamp = packet.stamp_mut();
+            stamp.tin_class = tin_class(self.config.tin_mode, t);
+            stamp.marked = false;
+        }
         let is_ip = matches!(meta.network, NetworkKind::Ipv4 | NetworkKind::Ipv6);
         if self.config.wash && is_ip && meta.dscp != 0 {
             wash_dscp(packet.data_mut(), meta.l3_offset, meta.network);
@@ -891,6 +896,7 @@ impl Cake {
                 continue;
             }
             if verdict == Verdict::Mark && set_ce(&mut packet) {
+                packet.stamp_mut().marked = true;
                 self.tins[t].stats.ecn_marks += 1;
                 self.stats.ecn_marks += 1;
             }

@@ -69,6 +69,11 @@ pub struct PacketStamp {
     pub dscp: u8,
     /// The operator mark given at enqueue.
     pub mark: u8,
+    /// The class of the tin the packet was queued in ([`crate::tins::tin_class`]), set before
+    /// CAKE hands the packet to any sink, so the caller can count sends and drops per tin.
+    pub tin_class: u8,
+    /// Set when CAKE marked the packet CE on its way out.
+    pub marked: bool,
 }
 /// A packet CAKE can queue. Owned: moving it moves the ownership.
 pub trait CakePacket: Sized {

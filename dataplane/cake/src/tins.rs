@@ -6,6 +6,40 @@ use core::num::NonZeroU64;
 /// The largest number of tins any mode has (diffserv8, precedence).
 pub const MAX_TINS: usize = 8;
 
+/// Tin classes: every tin of every mode under the name tc gives it, so traffic can be
+/// summed per tin across instances of different modes (diffserv3's and diffserv4's Voice are
+/// one class; the numbered tins of besteffort, precedence and diffserv8 are "Tin 0" to "Tin 7").
+pub const TIN_CLASSES: usize = 4 + MAX_TINS;
+
+/// The class of internal tin `tin` of `mode` (below [`TIN_CLASSES`]).
+pub fn tin_class(mode: TinMode, tin: usize) -> u8 {
+    let class = match mode {
+        TinMode::Diffserv3 => [1, 0, 3].get(tin).copied().unwrap_or(1),
+        TinMode::Diffserv4 => [1, 0, 2, 3].get(tin).copied().unwrap_or(1),
+        TinMode::Besteffort | TinMode::Precedence | TinMode::Diffserv8 => 4 + tin.min(MAX_TINS - 1),
+    };
+    class as u8
+}
+
+/// The name tc prints for a tin class.
+pub fn tin_class_name(class: usize) -> &'static str {
+    const NAMES: [&str; TIN_CLASSES] = [
+        "Bulk",
+        "Best Effort",
+        "Video",
+        "Voice",
+        "Tin 0",
+        "Tin 1",
+        "Tin 2",
+        "Tin 3",
+        "Tin 4",
+        "Tin 5",
+        "Tin 6",
+        "Tin 7",
+    ];
+    NAMES.get(class).copied().unwrap_or("Tin ?")
+}
+
 /// Ethernet MTU used for per-tin timing (frame without FCS), spec 2.
 pub const MTU_BYTES: u64 = 1514;
 

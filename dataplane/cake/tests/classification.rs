@@ -4,7 +4,8 @@
 use sheetcake_cake::sim::{
     ipv4_frame, ipv4_header_checksum, FrameSpec, TestPacket, TEST_FOOTPRINT,
 };
-use sheetcake_cake::{Cake, CakeConfig, Dequeued, FlowPool, FlowState, InstanceSetup};
+use sheetcake_cake::tins::{tin_class_name, TIN_CLASSES};
+use sheetcake_cake::{Cake, CakeConfig, CakePacket, Dequeued, FlowPool, FlowState, InstanceSetup};
 
 fn frame(src: u8, dst: u8, port: u16, dscp: u8, ecn: u8) -> FrameSpec {
     FrameSpec {
@@ -53,6 +54,49 @@ fn dscp_picks_the_tin_and_a_mark_overrides_it() {
     assert_eq!(per_tin(&c), [1, 1, 1, 2]);
 }
 
+/// The stamp names the tin class a packet went through, so a worker can count per tin across
+/// instances of different modes: tc's names, Voice in diffserv3 and diffserv4 alike.
+#[test]
+fn stamps_name_the_tin_by_the_class_tc_gives_it() {
+    let cases: [(&str, u8, &str); 7] = [
+        ("diffserv4", 46, "Voice"),
+        ("diffserv4", 8, "Bulk"),
+        ("diffserv4", 0, "Best Effort"),
+        ("diffserv4", 34, "Video"), // AF41
+        ("diffserv3", 46, "Voice"),
+        ("diffserv3", 8, "Bulk"),
+        ("besteffort", 46, "Tin 0"),
+    ];
+    for (mode, dscp, name) in cases {
+        let (mut c, mut pool) = cake(&format!("unlimited {mode}"));
+        enqueue(&mut c, &mut pool, &frame(1, 1, 1, dscp, 0), 0, 0);
+        let Dequeued::Packet(p) = c.dequeue(&mut pool, 0, &mut |_, _| {}) else {
+            panic!("a packet")
+        };
+        let class = usize::from(p.stamp().tin_class);
+        assert_eq!(tin_class_name(class), name, "{mode}, DSCP {dscp}");
+        assert!(!p.stamp().marked);
+    }
+    // The numbered modes: the class is the tin the packet was counted in.
+    for mode in ["diffserv8", "precedence"] {
+        for dscp in [0u8, 8, 10, 18, 26, 34, 46, 48, 56] {
+            let (mut c, mut pool) = cake(&format!("unlimited {mode}"));
+            enqueue(&mut c, &mut pool, &frame(1, 1, 1, dscp, 0), 0, 0);
+            let tin = per_tin(&c).iter().position(|&n| n == 1).unwrap();
+            let Dequeued::Packet(p) = c.dequeue(&mut pool, 0, &mut |_, _| {}) else {
+                panic!("a packet")
+            };
+            let class = usize::from(p.stamp().tin_class);
+            assert_eq!(
+                tin_class_name(class),
+                format!("Tin {tin}"),
+                "{mode}, DSCP {dscp}"
+            );
+            assert!(class < TIN_CLASSES);
+        }
+    }
+}
+
 #[test]
 fn wash_clears_dscp_after_classifying_keeping_ecn_and_the_checksum() {
     let (mut c, mut pool) = cake("unlimited diffserv4 wash");
@@ -96,6 +140,8 @@ fn ce_marks_keep_the_ipv4_checksum_valid() {
         if p.bytes[15] & 3 == 3 {
             marked += 1;
         }
+        // The frames arrived ECT(0): CE on the way out is CAKE's mark, and the stamp says so.
+        assert_eq!(p.stamp().marked, p.bytes[15] & 3 == 3);
         let stored = u16::from_be_bytes([p.bytes[24], p.bytes[25]]);
         assert_eq!(ipv4_header_checksum(&p.bytes[14..34]), stored);
     }

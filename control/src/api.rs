@@ -347,6 +347,7 @@ fn serve(mut request: tiny_http::Request, settings: &Api, shared: &Shared, calls
         let body = serde_json::json!({
             "status": "ok", "version": s.version, "uptime_seconds": s.uptime_seconds,
             "shaping": s.shaping, "subscribers": s.subscribers, "workers": s.workers.len(),
+            "changes_in_flight": s.changes_in_flight,
         });
         return respond(request, Reply::json(200, &body));
     }

@@ -70,6 +70,13 @@ struct Pending {
     reply: Sender<Reply>,
 }
 
+/// A change sent to the workers and not yet in force at all of them.
+struct InFlight {
+    sent: crate::live::Sent,
+    /// "reload" (SIGHUP, the file watch) or "change" (an API call).
+    what: &'static str,
+}
+
 /// Modification time and size of each watched file.
 type Stamp = Vec<Option<(SystemTime, u64)>>;
 
@@ -100,6 +107,7 @@ impl ControlLoop<'_> {
         };
         let mut snapshot = Arc::new(Snapshot::default());
         let mut pending: Vec<Pending> = Vec::new();
+        let mut in_flight: Vec<InFlight> = Vec::new();
         let watched: Vec<std::path::PathBuf> = match &self.live {
             Some(live) if self.settings.shaping.watch => live
                 .source()
@@ -145,6 +153,10 @@ impl ControlLoop<'_> {
                     Handled::Waiting => {}
                     Handled::Sent(outcome) => {
                         self.after_change(&outcome.sent);
+                        in_flight.push(InFlight {
+                            sent: outcome.sent.clone(),
+                            what: "change",
+                        });
                         pending.push(Pending {
                             outcome,
                             reply: call.reply,
@@ -154,6 +166,7 @@ impl ControlLoop<'_> {
             }
             // A change is usually applied within microseconds: answer as soon as it is.
             self.answer_applied(&mut pending, false);
+            self.log_applied(&mut in_flight);
             if let Some(balancer) = self.balancer.as_deref_mut() {
                 balancer.step(Instant::now());
             }
@@ -218,12 +231,19 @@ impl ControlLoop<'_> {
                 }
             }
             if reload {
-                self.reload();
+                if let Some(sent) = self.reload() {
+                    in_flight.push(InFlight {
+                        sent,
+                        what: "reload",
+                    });
+                }
             }
             if last_refresh.elapsed() >= REFRESH {
                 let secs = last_refresh.elapsed().as_secs_f64();
                 last_refresh = Instant::now();
-                snapshot = Arc::new(self.refresh(&mut sampling, started, secs));
+                let mut next = self.refresh(&mut sampling, started, secs);
+                next.changes_in_flight = in_flight.len();
+                snapshot = Arc::new(next);
                 *self.shared.snapshot.lock() = Arc::clone(&snapshot);
             }
             if !interval.is_zero() && last_status.elapsed() >= interval {
@@ -247,6 +267,36 @@ impl ControlLoop<'_> {
         }
     }
 
+    /// Logs the changes that became in force at every worker: always for a reload, and for any
+    /// change that took longer than [`APPLY_WAIT`] (its API answer said "accepted", so the
+    /// operator learns here, and from `changes_in_flight` in `/health`, when it is done).
+    fn log_applied(&self, in_flight: &mut Vec<InFlight>) {
+        let Some(live) = self.live.as_deref() else {
+            in_flight.clear();
+            return;
+        };
+        in_flight.retain(|f| {
+            if !live.is_applied(&f.sent) {
+                return true;
+            }
+            let took = f.sent.started.elapsed();
+            if f.what == "reload" || took >= APPLY_WAIT {
+                let s = f.sent.summary;
+                println!(
+                    "{}: in force at every worker {:.3} s after it was accepted ({} added, {} \
+                     removed, {} changed, {} unchanged)",
+                    f.what,
+                    took.as_secs_f64(),
+                    s.added,
+                    s.removed,
+                    s.changed,
+                    s.unchanged
+                );
+            }
+            false
+        });
+    }
+
     /// Answers the changes now in force, and those that waited [`APPLY_WAIT`] (or all, when
     /// `all`) with "accepted".
     fn answer_applied(&mut self, pending: &mut Vec<Pending>, all: bool) {
@@ -264,10 +314,10 @@ impl ControlLoop<'_> {
         });
     }
 
-    fn reload(&mut self) {
+    fn reload(&mut self) -> Option<crate::live::Sent> {
         let Some(live) = self.live.as_deref_mut() else {
             println!("reload: no subscriber file to reload");
-            return;
+            return None;
         };
         match live.reload() {
             Ok(sent) => {
@@ -282,8 +332,12 @@ impl ControlLoop<'_> {
                     sent.took.as_secs_f64() * 1e3
                 );
                 self.after_change(&sent);
+                Some(sent)
             }
-            Err(e) => println!("reload refused, nothing changed:\n{e}"),
+            Err(e) => {
+                println!("reload refused, nothing changed:\n{e}");
+                None
+            }
         }
     }
 

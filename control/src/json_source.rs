@@ -17,7 +17,7 @@
 
 use crate::config::{ConfigError, ConfigErrors};
 use crate::records::{NodeRecord, RateText, Records, SubscriberRecord, Value};
-use crate::subscribers::line_of;
+use crate::subscribers::LineIndex;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -110,6 +110,7 @@ pub fn syntax_error(file: &str, key: &str, base: usize, e: &serde_json::Error) -
 /// Parses one record of `kind` from `raw`, a slice of `text`.
 fn parse_raw<'t, T: Deserialize<'t>>(
     text: &str,
+    lines: &LineIndex,
     raw: &'t RawValue,
     file: &str,
     key: &str,
@@ -117,7 +118,7 @@ fn parse_raw<'t, T: Deserialize<'t>>(
 ) -> Option<(T, usize)> {
     // The raw value borrows from the text, so its address says where it starts.
     let offset = (raw.get().as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
-    let line = line_of(text, offset);
+    let line = lines.line(offset);
     match serde_json::from_str(raw.get()) {
         Ok(v) => Some((v, line)),
         Err(e) => {
@@ -132,17 +133,21 @@ fn parse_raw<'t, T: Deserialize<'t>>(
 pub fn parse_document(text: &str, file: &str) -> Result<Records, ConfigErrors> {
     let doc: Document = serde_json::from_str(text)
         .map_err(|e| ConfigErrors(vec![syntax_error(file, "(syntax)", 1, &e)]))?;
+    let lines = LineIndex::new(text);
     let mut errors = Vec::new();
     let mut records = Records::default();
     for (i, raw) in doc.subscribers.iter().enumerate() {
         let label = format!("subscribers[{i}]");
-        if let Some((s, line)) = parse_raw::<SubscriberJson>(text, raw, file, &label, &mut errors) {
+        if let Some((s, line)) =
+            parse_raw::<SubscriberJson>(text, &lines, raw, file, &label, &mut errors)
+        {
             records.subscribers.push(s.record(label, Some(line)));
         }
     }
     for (i, raw) in doc.nodes.iter().enumerate() {
         let label = format!("nodes[{i}]");
-        if let Some((n, line)) = parse_raw::<NodeJson>(text, raw, file, &label, &mut errors) {
+        if let Some((n, line)) = parse_raw::<NodeJson>(text, &lines, raw, file, &label, &mut errors)
+        {
             records.nodes.push(n.record(label, Some(line)));
         }
     }

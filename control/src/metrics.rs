@@ -69,6 +69,8 @@ pub struct Snapshot {
     pub mbufs_in_use: u32,
     pub mbufs_capacity: u32,
     pub exported: Vec<SubscriberSample>,
+    /// Changes accepted and not yet in force at every worker.
+    pub changes_in_flight: usize,
 }
 
 /// Builds one family at a time.

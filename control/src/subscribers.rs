@@ -108,13 +108,30 @@ pub struct SubscriberSet {
     pub nodes: Vec<Node>,
 }
 
-/// The 1-based line of byte `offset` of `text`.
-pub fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+/// Byte offsets to 1-based lines, for a file of many records: one pass over the text to find
+/// the line starts, then a binary search per lookup (counting newlines from the start for
+/// every record made a million-record file take hours).
+pub struct LineIndex {
+    /// Offset just after each newline.
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub fn new(text: &str) -> LineIndex {
+        LineIndex {
+            starts: text
+                .bytes()
+                .enumerate()
+                .filter(|&(_, b)| b == b'\n')
+                .map(|(i, _)| i + 1)
+                .collect(),
+        }
+    }
+
+    /// The line of byte `offset`.
+    pub fn line(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&start| start <= offset) + 1
+    }
 }
 
 /// One error for a whole file (it cannot be read, or is not TOML/JSON at all).
@@ -132,12 +149,13 @@ pub fn parse_toml(text: &str, file: &str) -> Result<Records, ConfigErrors> {
     let parsed: SubscriberFile = toml::from_str(text).map_err(|e| {
         file_error(
             file,
-            e.span().map(|s| line_of(text, s.start)),
+            e.span().map(|s| LineIndex::new(text).line(s.start)),
             "(syntax)",
             e.message().trim().to_owned(),
         )
     })?;
-    let at = |span: std::ops::Range<usize>| Some(line_of(text, span.start));
+    let lines = LineIndex::new(text);
+    let at = |span: std::ops::Range<usize>| Some(lines.line(span.start));
     let value = |v: &Spanned<String>, field| Value::new(v.get_ref().clone(), field, at(v.span()));
     let rate = |v: &Spanned<String>, field| {
         Value::new(RateText::Tc(v.get_ref().clone()), field, at(v.span()))
@@ -408,6 +426,15 @@ pub fn test_defaults() -> Defaults {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_index_counts_lines_from_one() {
+        let lines = LineIndex::new("ab\ncd\n\nef");
+        let got: Vec<usize> = (0..10).map(|o| lines.line(o)).collect();
+        // a b \n | c d \n | \n | e f, and offsets past the end on the last line.
+        assert_eq!(got, [1, 1, 1, 2, 2, 2, 3, 4, 4, 4]);
+        assert_eq!(LineIndex::new("").line(0), 1);
+    }
 
     fn defaults() -> Defaults {
         test_defaults()

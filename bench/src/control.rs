@@ -78,12 +78,13 @@ fn drain_retired(channel: &ControlChannel) {
 
 /// Seconds for a running worker to take in `n` subscribers.
 pub fn load_seconds(eal: &'static Eal, hz: u64, pool: Mempool, worker_core: usize, n: u32) -> f64 {
-    let (rig, _ends) = Rig::new(eal, &format!("ld{n}"), 64, pool);
+    let (rig, _ends) = Rig::new(eal, &format!("ld{n}"), 64, 1, pool);
     let channel = ControlChannel::new(COMMAND_RING);
     let published = PublishedCounters::default();
     let setup = setup_with(
+        0,
         n as usize,
-        SubscriberTables::default(),
+        Arc::new(SubscriberTables::default()),
         Vec::new(),
         n as usize + FLOW_SLACK,
         Arc::clone(&channel),
@@ -97,7 +98,7 @@ pub fn load_seconds(eal: &'static Eal, hz: u64, pool: Mempool, worker_core: usiz
             bandwidth: Some(RATE),
             ..CakeConfig::default()
         };
-        let (tables, _) = subscribers(n, Shaping::Rate(RATE));
+        let (tables, _) = subscribers(n, Shaping::Rate(RATE), 1);
         let before = channel.applied();
         let send = |mut command: Command| loop {
             match channel.push(command) {
@@ -144,14 +145,15 @@ pub fn changes(
     n: u32,
     seconds: f64,
 ) -> Changes {
-    let (rig, mut ends) = Rig::new(eal, "chg", RING_FRAMES, pool);
+    let (rig, mut ends) = Rig::new(eal, "chg", RING_FRAMES, 1, pool);
     let channel = ControlChannel::new(COMMAND_RING);
     let published = PublishedCounters::default();
-    let (tables, locals) = subscribers(n, Shaping::Rate(RATE));
+    let (tables, mut locals) = subscribers(n, Shaping::Rate(RATE), 1);
     let setup = setup_with(
+        0,
         n as usize,
-        tables,
-        locals,
+        Arc::new(tables),
+        locals.remove(0),
         n as usize + FLOW_SLACK,
         Arc::clone(&channel),
     );

@@ -1,5 +1,6 @@
-//! The traffic generator: frames for N subscribers times M flows, fed to a worker's ring ports
-//! from the benchmark's own core, with the worker's output recycled as the next frames.
+//! The traffic generator: frames for N subscribers times M flows, fed to the workers' ring
+//! ports from the benchmark's own core (each frame on the RX queue of the worker its
+//! steering picks), with the workers' output recycled as the next frames.
 //!
 //! Subscriber `s` is IPv4 `10.0.0.0 + s` and IPv6 `2001:db8:<s>::1` (in its /64); flow `f` is
 //! source port `1024 + f`. Frames go round the subscribers first, then the flows, so every
@@ -257,13 +258,16 @@ fn write_frame(f: &mut [u8], traffic: &Traffic, s: u32, flow: u32, stamp: Option
     }
 }
 
-/// The generator for one worker's pair of ring ports.
+/// The generator for a pair of ring ports, with one RX queue per worker.
 pub struct Generator {
     pool: Mempool,
     subscribers: u32,
     flows: u32,
     next: u64,
-    burst: MbufBuffer<64>,
+    /// The next burst of each RX queue (worker).
+    bursts: Vec<MbufBuffer<64>>,
+    /// The RX queue of each subscriber's frames (all on queue 0 when empty).
+    queue_of: Vec<u16>,
     back: MbufBuffer<64>,
     traffic: Traffic,
     /// Frames made (for the size pattern).
@@ -300,7 +304,8 @@ impl Generator {
             subscribers: subscribers.max(1),
             flows: flows.max(1),
             next: 0,
-            burst: MbufBuffer::new(),
+            bursts: vec![MbufBuffer::new()],
+            queue_of: Vec::new(),
             back: MbufBuffer::new(),
             traffic: Traffic::MIN_IPV4,
             made: 0,
@@ -312,6 +317,14 @@ impl Generator {
     /// Makes frames of `traffic`'s shape instead of 64-byte IPv4 ones.
     pub fn with_traffic(mut self, traffic: Traffic) -> Generator {
         self.traffic = traffic;
+        self
+    }
+
+    /// Feeds `queues` RX queues (one per worker) instead of one, putting subscriber `s`'s
+    /// frames on queue `queue_of[s]`, as a NIC's steering would.
+    pub fn steered(mut self, queues: usize, queue_of: Vec<u16>) -> Generator {
+        self.bursts = (0..queues.max(1)).map(|_| MbufBuffer::new()).collect();
+        self.queue_of = queue_of;
         self
     }
 
@@ -389,13 +402,32 @@ impl Generator {
                 }
             }
         }
-        let mut room = self.burst.spare();
+        let mut room: usize = self.bursts.iter().map(|b| b.spare()).sum();
         if let Some(pace) = &mut self.pace {
             let due = ((tsc() - pace.start) as f64 * pace.frames_per_cycle) as u64;
             room = room.min(due.saturating_sub(pace.made) as usize);
             pace.made += room as u64;
         }
         for _ in 0..room {
+            let probe_due = matches!(&self.probe, Some(p) if tsc() >= p.next);
+            let (s, flow) = match &self.probe {
+                Some(probe) if probe_due => (probe.subscriber, 0),
+                _ => (
+                    (self.next % u64::from(self.subscribers)) as u32,
+                    ((self.next / u64::from(self.subscribers)) % u64::from(self.flows)) as u32,
+                ),
+            };
+            let queue = self.queue_of.get(s as usize).map_or(0, |&q| usize::from(q));
+            if self.bursts[queue].spare() == 0 {
+                if probe_due {
+                    // The probe waits for room on its queue, next round.
+                    break;
+                }
+                // A worker whose RX ring is full is passed over, as a NIC drops at a full
+                // queue: a slow worker does not hold back what the others are offered.
+                self.next += 1;
+                continue;
+            }
             let mut m = match self.back.pop() {
                 Some(m) => m,
                 None => match Mbuf::alloc(self.pool) {
@@ -415,26 +447,23 @@ impl Generator {
             }
             let traffic = self.traffic;
             match &mut self.probe {
-                Some(probe) if tsc() >= probe.next => {
+                Some(probe) if probe_due => {
                     // From now, not from when it was due: a late round never sends a burst
                     // of probes.
                     probe.next = tsc() + probe.interval;
-                    write_frame(m.data_mut(), &traffic, probe.subscriber, 0, Some(tsc()));
+                    write_frame(m.data_mut(), &traffic, s, flow, Some(tsc()));
                 }
                 _ => {
-                    let s = (self.next % u64::from(self.subscribers)) as u32;
-                    let flow =
-                        ((self.next / u64::from(self.subscribers)) % u64::from(self.flows)) as u32;
                     self.next += 1;
                     write_frame(m.data_mut(), &traffic, s, flow, None);
                 }
             }
-            self.burst.push(m).expect("room checked");
+            self.bursts[queue].push(m).expect("room checked");
         }
         // What the ring refuses stays in the burst and goes first next round.
         let port = if self.traffic.upload { access } else { core };
-        for inject in port.inject.iter_mut() {
-            inject.send(&mut self.burst);
+        for (inject, burst) in port.inject.iter_mut().zip(&mut self.bursts) {
+            inject.send(burst);
         }
     }
 }

@@ -5,9 +5,11 @@
 //! - `bridge`: sheetcake's worker forwarding between two `net_null` ports (shaping off): our
 //!   forwarding limit;
 //! - `testpmd_io`: DPDK's own `dpdk-testpmd` in io-forward mode on the same devices;
-//! - `bridge_ring`, `cake_unlimited`, `shaped`: the worker with N subscribers times M flows,
-//!   fed by the benchmark's generator through ring ports (see `shaped.rs`), and the memory
-//!   an idle subscriber costs, measured from the process.
+//! - `bridge_ring`, `cake_unlimited`, `shaped`: one or more workers (`--workers`, see
+//!   `workers.rs`) with N subscribers times M flows, fed by the benchmark's generator through
+//!   ring ports (see `shaped.rs`), and the memory an idle subscriber costs, measured from the
+//!   process. The references (`bridge`, `testpmd_io`, `rte_sched`) and the control plane run
+//!   one loop on one core whatever `--workers` says.
 //!
 //! Results are printed as tables and written to `bench/results/latest.json` (and a dated copy).
 //! `BENCHMARKS.md` explains the method.
@@ -17,6 +19,7 @@ mod generator;
 mod machine;
 mod rte_sched;
 mod shaped;
+mod workers;
 
 use clap::Parser;
 use serde::Serialize;
@@ -26,6 +29,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use workers::{Steering, WorkerPlan, GENERATOR_CORE};
 
 /// Frame size `net_null` generates by default (bytes).
 const NULL_FRAME_BYTES: u64 = 64;
@@ -45,6 +49,17 @@ const IDLE_SUBSCRIBER_BYTES_TARGET: f64 = 4096.0;
 const LATENCY_LOAD: f64 = 0.5;
 /// A million idle subscribers: at most this many GiB (issue 4).
 const MILLION_IDLE_GIB_TARGET: f64 = 4.0;
+/// Buffers of the `bridge` case's pool.
+const BRIDGE_MBUFS: u32 = 16_383;
+/// What one buffer of 2,176 bytes of data room takes in a pool with its header and private
+/// area, rounded up (2,496 bytes measured), for sizing the EAL's memory.
+const MBUF_BYTES_ESTIMATE: u64 = 2_560;
+/// EAL memory beyond the pools: rings, ports, `rte_sched`'s 8,192 pipes, the EAL's own.
+const EAL_OVERHEAD_MIB: u64 = 256;
+/// EAL memory the benchmark asks for at least (`-m`), MiB: what it has always run with.
+const EAL_MIB: u64 = 1_024;
+/// EAL memory of the `testpmd_io` reference's own process, MiB (a pool of 16,383 buffers).
+const TESTPMD_MIB: u64 = 256;
 
 /// testpmd-style benchmark for sheetcake.
 #[derive(Debug, Parser)]
@@ -59,9 +74,29 @@ struct Args {
     /// Short runs (2 s per case, 2 rounds), for a quick look.
     #[arg(long)]
     quick: bool,
-    /// CPU core of the forwarding worker (the control thread stays on the first core).
+    /// Sheetcake workers of the shaping cases (bridge_ring, cake_unlimited, shaped and the
+    /// sweeps), each on its own core with the shard of the subscribers the appliance would
+    /// give it. The references (bridge, testpmd_io, rte_sched) and the control plane stay on
+    /// one core, the first worker's.
     #[arg(long, default_value_t = 1)]
-    worker_core: usize,
+    workers: usize,
+    /// Cores of the workers, one per worker, comma-separated [default: 1 to N, every core
+    /// after the generator's core 0]. A core named twice, or core 0, is shared: allowed as a
+    /// smoke test, with a warning, and marked `shared_cores` in the results.
+    #[arg(long, value_delimiter = ',', visible_alias = "worker-core")]
+    worker_cores: Option<Vec<usize>>,
+    /// With several workers, which worker's RX queue the generator puts a frame on: its
+    /// subscriber's owner (a NIC steering by owner: nothing is handed off), or a queue from
+    /// the subscriber's address alone (plain RSS: frames for another worker's subscribers go
+    /// through the handoff rings).
+    #[arg(long, value_enum, default_value_t = Steering::Owner)]
+    steering: Steering,
+    /// Runs the EAL (and testpmd) on hugepages, as production does, instead of --no-huge:
+    /// the mempools and rings sit on the default hugepage size (the Rust heap, with the CAKE
+    /// instances and tables, does not). Needs a mounted hugetlbfs and enough free pages; the
+    /// benchmark says what to run when they are missing.
+    #[arg(long)]
+    hugepages: bool,
     /// Directory for results JSON.
     #[arg(long, default_value = "bench/results")]
     results: PathBuf,
@@ -136,7 +171,15 @@ struct CaseResult {
     packet_size: PacketSize,
     /// What the frames were: "ipv4", "ipv6 qinq", ...; "net_null" for that driver's frames.
     traffic: String,
+    /// Workers (or single loops) that ran the case, and their cores.
     workers: u64,
+    worker_cores: Vec<usize>,
+    /// A core ran more than one of them, or the generator too: the figures mean little.
+    shared_cores: bool,
+    /// Which worker's queue the generator put each frame on (cases with several workers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steering: Option<Steering>,
+    /// Frames received per second, millions: all workers together.
     mpps: f64,
     gbps: f64,
     cycles_per_packet: Option<f64>,
@@ -150,6 +193,26 @@ struct CaseResult {
     /// One-way delay of a sparse probe flow through the loaded worker (cases with a probe).
     #[serde(skip_serializing_if = "Option::is_none")]
     probe_latency_us: Option<shaped::Percentiles>,
+    /// Each worker's own figures (cases with several workers).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    per_worker: Vec<WorkerRow>,
+}
+
+/// One worker's part of a case, as testpmd reports each forwarding core.
+#[derive(Debug, Clone, Serialize)]
+struct WorkerRow {
+    worker: usize,
+    core: usize,
+    /// Frames the worker received from its queues, and sent, per second, millions.
+    rx_mpps: f64,
+    tx_mpps: f64,
+    /// Busy cycles over the frames it received (it also spends cycles on frames taken over).
+    cycles_per_packet: f64,
+    /// Frames it handed to other workers, and took over from them, per second, millions.
+    handed_off_mpps: f64,
+    taken_over_mpps: f64,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    drops_mpps: std::collections::BTreeMap<&'static str, f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -225,25 +288,115 @@ impl Target {
     }
 }
 
+/// Buffers of the ring cases' pool for `workers` workers: what every worker may queue and its
+/// rings hold, what the handoff rings hold, and room for the generator's bursts.
+fn ring_pool_mbufs(workers: usize) -> u32 {
+    let workers = workers as u64;
+    let frames = workers * (shaped::QUEUED_BUDGET + 4 * u64::from(shaped::RING_FRAMES))
+        + workers * workers.saturating_sub(1) * u64::from(shaped::HANDOFF_RING_FRAMES)
+        + 8192;
+    // A power of two less one: the size DPDK's rings hold best.
+    let mbufs = frames.next_power_of_two() - 1;
+    u32::try_from(mbufs).unwrap_or(u32::MAX)
+}
+
+/// EAL memory the benchmark's pools and rings need with `workers` workers, MiB.
+fn eal_memory_needed_mib(workers: usize) -> u64 {
+    let mbufs = u64::from(ring_pool_mbufs(workers)) + u64::from(BRIDGE_MBUFS);
+    (mbufs * MBUF_BYTES_ESTIMATE).div_ceil(1 << 20) + EAL_OVERHEAD_MIB
+}
+
+/// The EAL's memory options: `mib` MiB on 4 KiB pages (`--no-huge`), or on hugepages, whose
+/// files are unlinked once mapped so the pages go back to the kernel when the process ends.
+fn eal_memory_args(hugepages: bool, mib: u64) -> Vec<String> {
+    let mut args = vec!["-m".to_owned(), mib.to_string()];
+    args.push(
+        if hugepages {
+            "--huge-unlink"
+        } else {
+            "--no-huge"
+        }
+        .to_owned(),
+    );
+    args
+}
+
+/// Reports a setting this machine cannot run, and exits with the status of a usage error.
+fn refuse(e: &dyn std::error::Error) -> ! {
+    eprintln!("sheetcake-bench: {e}");
+    std::process::exit(2)
+}
+
 fn main() {
     let args = Args::parse();
+    let available: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    let plan = WorkerPlan::new(
+        args.workers,
+        args.worker_cores.as_deref(),
+        args.steering,
+        &available,
+    )
+    .unwrap_or_else(|e| refuse(&e));
+    // The bench's EAL takes what its pools need (at least what it has always had); testpmd,
+    // a process of its own, needs its own pages beside it.
+    let needed_mib = eal_memory_needed_mib(plan.workers());
+    let testpmd_mib = if args.shaping_only { 0 } else { TESTPMD_MIB };
+    let eal_mib = if args.hugepages {
+        let pages =
+            machine::check_hugepages(needed_mib + testpmd_mib).unwrap_or_else(|e| refuse(&e));
+        EAL_MIB.max(needed_mib).min(pages.free_mib() - testpmd_mib)
+    } else {
+        EAL_MIB.max(needed_mib)
+    };
     let seconds = if args.quick { 2.0 } else { args.seconds };
-    let machine = machine::Machine::detect();
+    let machine = machine::Machine::detect(args.hugepages);
     println!("sheetcake-bench");
     println!("  cpu      {}", machine.cpu_model);
     println!("  tsc      {:.3} GHz", machine.tsc_hz as f64 / 1e9);
     println!("  dpdk     {}", machine.dpdk_version);
     println!("  revision {}", machine.git_revision);
+    println!(
+        "  memory   {eal_mib} MiB for the EAL, {}",
+        if args.hugepages {
+            "on hugepages"
+        } else {
+            "on 4 KiB pages (--no-huge)"
+        }
+    );
+    println!(
+        "  workers  {} on core(s) {}{}",
+        plan.workers(),
+        cores_list(&plan.cores),
+        if plan.workers() > 1 {
+            format!(", steering by {:?}", plan.steering).to_lowercase()
+        } else {
+            String::new()
+        }
+    );
+    if plan.shared_cores {
+        println!(
+            "  warning: workers share a core (cores {}, the generator on core {GENERATOR_CORE}): \
+             the kernel time-slices them, so the figures are not meaningful (a smoke test); \
+             every case is marked shared_cores in the results",
+            cores_list(&plan.cores)
+        );
+    }
     println!();
 
     // Cases alternate, round after round, and each reports its best round: the machine's
     // noise (other tenants, frequency changes) then hits both alike.
     let rounds = if args.quick { 2 } else { args.rounds };
-    let bridge_setup = Bridge::start();
+    let bridge_setup = Bridge::start(&eal_memory_args(args.hugepages, eal_mib));
     let mut testpmd: Option<CaseResult> = None;
     let rounds = if args.shaping_only { 0 } else { rounds };
-    let bridge = bridge_setup.measure(args.worker_core, seconds, rounds, || {
-        if let Some(t) = run_testpmd(&args.testpmd, args.worker_core, seconds) {
+    let single_core = plan.single_core();
+    let testpmd_memory = eal_memory_args(args.hugepages, TESTPMD_MIB);
+    let bridge = bridge_setup.measure(single_core, seconds, rounds, || {
+        if let Some(t) = run_testpmd(&args.testpmd, &testpmd_memory, single_core, seconds) {
             println!("           testpmd_io {:.2} Mpps", t.mpps);
             if testpmd.as_ref().is_none_or(|b| t.mpps > b.mpps) {
                 testpmd = Some(t);
@@ -265,10 +418,16 @@ fn main() {
         ));
     }
 
-    let shaping = shaping_suite(&args, &bridge_setup, bridge.as_ref());
+    let shaping = shaping_suite(&args, &plan, &bridge_setup, bridge.as_ref());
     cases.extend(shaping.cases.iter().cloned());
     targets.extend(shaping.targets);
-    let control = control_suite(&args, &bridge_setup, shaping.pool, &mut targets);
+    let control = control_suite(
+        &args,
+        single_core,
+        &bridge_setup,
+        shaping.pool,
+        &mut targets,
+    );
 
     println!();
     for t in &targets {
@@ -308,6 +467,7 @@ struct ShapingSuite {
 /// Load times and change latency (see `control.rs`).
 fn control_suite(
     args: &Args,
+    worker_core: usize,
     bridge_setup: &Bridge,
     pool: Mempool,
     targets: &mut Vec<Target>,
@@ -324,20 +484,17 @@ fn control_suite(
         args.shaping_seconds
     };
     println!();
-    println!(
-        "control plane: a running worker on core {}",
-        args.worker_core
-    );
+    println!("control plane: a running worker on core {worker_core} (one worker)");
     let mut load_seconds = std::collections::BTreeMap::new();
     for &n in &sizes {
-        let s = control::load_seconds(eal, hz, pool, args.worker_core, n);
+        let s = control::load_seconds(eal, hz, pool, worker_core, n);
         println!(
             "  load {n:>8} subscribers: {s:.3} s ({:.0} per second)",
             f64::from(n) / s
         );
         load_seconds.insert(n, s);
     }
-    let c = control::changes(eal, hz, pool, args.worker_core, 10_000, seconds);
+    let c = control::changes(eal, hz, pool, worker_core, 10_000, seconds);
     println!(
         "  single rate change applied (10000 subscribers, forwarding): p50 {:.1} us, p99 {:.1} us, max {:.1} us over {} changes",
         c.apply_p50_us, c.apply_p99_us, c.apply_max_us, c.samples
@@ -371,20 +528,23 @@ fn control_suite(
 }
 
 /// The cases on ring ports: the generator feeds the worker; see `shaped.rs`.
-fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>) -> ShapingSuite {
+fn shaping_suite(
+    args: &Args,
+    plan: &WorkerPlan,
+    bridge_setup: &Bridge,
+    bridge: Option<&CaseResult>,
+) -> ShapingSuite {
     let (eal, hz) = (bridge_setup.eal, bridge_setup.hz);
     let seconds = if args.quick {
         1.0
     } else {
         args.shaping_seconds
     };
-    let mbufs =
-        (shaped::QUEUED_BUDGET as u32 + 4 * shaped::RING_FRAMES + 8192).next_power_of_two() - 1;
     let pool = Mempool::new(
         eal,
         &MempoolConfig {
             name: "bench_ring_mbufs".into(),
-            mbufs,
+            mbufs: ring_pool_mbufs(plan.workers()),
             cache: 256,
             data_room: 2176,
         },
@@ -401,8 +561,9 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
     };
     println!();
     println!(
-        "shaping cases: frames from the generator (core 0) through ring ports, worker on core {}, {seconds} s each after 1 s of warm-up",
-        args.worker_core
+        "shaping cases: frames from the generator (core {GENERATOR_CORE}) through ring ports, {} worker(s) on core(s) {}, {seconds} s each after 1 s of warm-up",
+        plan.workers(),
+        cores_list(&plan.cores)
     );
     // First, before any case frees memory the allocator could hand back unseen.
     println!("  measuring the memory of {idle_subscribers} idle subscribers...");
@@ -411,15 +572,7 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
     let mut count = 0;
     let mut run = |case: shaped::Case, label: Option<&str>| {
         count += 1;
-        let m = shaped::run(
-            eal,
-            hz,
-            pool,
-            &format!("b{count}"),
-            case,
-            args.worker_core,
-            seconds,
-        );
+        let m = shaped::run(eal, hz, pool, &format!("b{count}"), case, plan, seconds);
         let drops: Vec<String> = m
             .result
             .drops_mpps
@@ -441,6 +594,24 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
             m.setup_seconds,
             m.memory_bytes as f64 / 1e6,
         );
+        for w in &m.result.per_worker {
+            println!(
+                "  {:<15} worker {} (core {}): rx {:>6.2} Mpps  tx {:>6.2} Mpps  {:>6.1} cycles/packet  handed off {:.2} Mpps, taken over {:.2} Mpps  drops/s (M) [{}]",
+                "",
+                w.worker,
+                w.core,
+                w.rx_mpps,
+                w.tx_mpps,
+                w.cycles_per_packet,
+                w.handed_off_mpps,
+                w.taken_over_mpps,
+                w.drops_mpps
+                    .iter()
+                    .map(|(r, d)| format!("{r} {d:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+        }
         if let Some(p) = &m.result.probe_latency_us {
             println!(
                 "  {:<15} sparse probe through the loaded worker: p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us ({} probes)",
@@ -454,7 +625,8 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
     let record_result = |c: CaseResult| cases.borrow_mut().push(c);
     let ring_bridge = run(
         shaped::Case {
-            subscribers: 1,
+            // One address per worker: the generator spreads addresses over the queues.
+            subscribers: plan.workers() as u32,
             flows: 1,
             shaping: shaped::Shaping::Off,
             probe: false,
@@ -567,7 +739,15 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
     let mut sched_mpps = None;
     if let Some(&base) = calibrated.get(&10_000) {
         let rate = rate_for(base, 10_000, shaped::SHAPED_SHARE);
-        let c = rte_sched::run(eal, hz, pool, args.worker_core, SCHED_PIPES, rate, seconds);
+        let c = rte_sched::run(
+            eal,
+            hz,
+            pool,
+            plan.single_core(),
+            SCHED_PIPES,
+            rate,
+            seconds,
+        );
         println!(
             "  {:<15} {:>8} pipes       x 1   flows    64 B ipv4       rx {:>6.2} Mpps  tx {:>6.2} Mpps  {:>6.1} cycles/packet  drops/s (M) [{}]",
             c.case,
@@ -625,19 +805,28 @@ fn shaping_suite(args: &Args, bridge_setup: &Bridge, bridge: Option<&CaseResult>
     }
     let bytes_per_active_flow = Some(shaped::bytes_per_flow());
 
+    // The references run on one core: against them, the shaped figure is per worker.
+    let workers = plan.workers() as f64;
+    let per_worker = if plan.workers() > 1 {
+        " per worker"
+    } else {
+        ""
+    };
     let mut targets = Vec::new();
     if let (Some(&s), Some(bridge)) = (shaped_mpps.get(&10_000), bridge) {
         targets.push(Target::at_least(
-            "shaped Mpps at 10,000 subscribers / bridge Mpps (1 worker, 64 B)",
+            format!("shaped Mpps{per_worker} at 10,000 subscribers / bridge Mpps (1 worker, 64 B)"),
             SHAPED_VS_BRIDGE_TARGET,
-            s / bridge.mpps,
+            s / workers / bridge.mpps,
         ));
     }
     if let (Some(&s), Some(r)) = (shaped_mpps.get(&10_000), sched_mpps) {
         targets.push(Target::at_least(
-            "shaped Mpps at 10,000 subscribers / rte_sched Mpps at 8,192 pipes",
+            format!(
+                "shaped Mpps{per_worker} at 10,000 subscribers / rte_sched Mpps at 8,192 pipes"
+            ),
             SHAPED_VS_RTE_SCHED_TARGET,
-            s / r,
+            s / workers / r,
         ));
     }
     if let (Some(&small), Some(&large)) = (shaped_mpps.get(&1_000), shaped_mpps.get(&1_000_000)) {
@@ -689,6 +878,15 @@ fn run_pinned<T>(eal: &'static Eal, core: usize, work: impl FnOnce() -> T) -> T 
     work()
 }
 
+/// Cores as the command line takes them: "1,2".
+fn cores_list(cores: &[usize]) -> String {
+    cores
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn print_table(cases: &[CaseResult]) {
     println!(
         "  {:<12} {:>7} {:>9} {:>10} {:>9} {:>12}",
@@ -727,27 +925,28 @@ struct Bridge {
 }
 
 impl Bridge {
-    fn start() -> Bridge {
-        let eal_args: Vec<String> = [
-            "-l",
-            "0",
-            "--no-huge",
-            "-m",
-            "1024",
-            "--no-pci",
-            "--file-prefix=sc-bench",
-            "--vdev=net_null0",
-            "--vdev=net_null1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    /// Starts the EAL with `memory` (its `-m` and page options) and the two ports.
+    fn start(memory: &[String]) -> Bridge {
+        let eal_args: Vec<String> = ["-l", &GENERATOR_CORE.to_string()]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(memory.iter().cloned())
+            .chain(
+                [
+                    "--no-pci",
+                    "--file-prefix=sc-bench",
+                    "--vdev=net_null0",
+                    "--vdev=net_null1",
+                ]
+                .map(str::to_owned),
+            )
+            .collect();
         let eal = Eal::init(&eal_args).unwrap_or_else(|e| panic!("EAL: {e}"));
         let pool = Mempool::new(
             eal,
             &MempoolConfig {
                 name: "bench_mbufs".into(),
-                mbufs: 16383,
+                mbufs: BRIDGE_MBUFS,
                 cache: 256,
                 data_room: 2176,
             },
@@ -825,6 +1024,9 @@ impl Bridge {
                 packet_size: PacketSize::Bytes(NULL_FRAME_BYTES),
                 traffic: "net_null".into(),
                 workers: 1,
+                worker_cores: vec![worker_core],
+                shared_cores: worker_core == GENERATOR_CORE,
+                steering: None,
                 mpps,
                 gbps: mpps * (NULL_FRAME_BYTES * 8) as f64 / 1e3,
                 cycles_per_packet: Some(cycles_per_packet),
@@ -832,6 +1034,7 @@ impl Bridge {
                 tx_mpps: None,
                 drops_mpps: Default::default(),
                 probe_latency_us: None,
+                per_worker: Vec::new(),
             };
             println!(
                 "  round {}: bridge {:.2} Mpps, {:.1} cycles/packet",
@@ -848,8 +1051,14 @@ impl Bridge {
     }
 }
 
-/// `dpdk-testpmd` io-forward between two `net_null` ports, one forwarding core.
-fn run_testpmd(binary: &str, worker_core: usize, seconds: f64) -> Option<CaseResult> {
+/// `dpdk-testpmd` io-forward between two `net_null` ports, one forwarding core, with `memory`
+/// (its EAL's `-m` and page options).
+fn run_testpmd(
+    binary: &str,
+    memory: &[String],
+    worker_core: usize,
+    seconds: f64,
+) -> Option<CaseResult> {
     // testpmd prints statistics every --stats-period second, or slower when its main core is
     // busy (every ~2 s here); the first two reports cover start-up and are skipped.
     let wall = Duration::from_secs_f64(seconds + 5.0);
@@ -857,12 +1066,9 @@ fn run_testpmd(binary: &str, worker_core: usize, seconds: f64) -> Option<CaseRes
     // ends the run: stdbuf makes them line-buffered.
     let child = Command::new("stdbuf")
         .args(["-oL", binary])
+        .args(["-l", &format!("{GENERATOR_CORE},{worker_core}")])
+        .args(memory)
         .args([
-            "-l",
-            &format!("0,{worker_core}"),
-            "--no-huge",
-            "-m",
-            "1024",
             "--no-pci",
             "--file-prefix=sc-bench-testpmd",
             "--vdev=net_null0",
@@ -910,6 +1116,9 @@ fn run_testpmd(binary: &str, worker_core: usize, seconds: f64) -> Option<CaseRes
         packet_size: PacketSize::Bytes(NULL_FRAME_BYTES),
         traffic: "net_null".into(),
         workers: 1,
+        worker_cores: vec![worker_core],
+        shared_cores: worker_core == GENERATOR_CORE,
+        steering: None,
         mpps,
         gbps: mpps * (NULL_FRAME_BYTES * 8) as f64 / 1e3,
         cycles_per_packet: None,
@@ -917,5 +1126,6 @@ fn run_testpmd(binary: &str, worker_core: usize, seconds: f64) -> Option<CaseRes
         tx_mpps: None,
         drops_mpps: Default::default(),
         probe_latency_us: None,
+        per_worker: Vec::new(),
     })
 }

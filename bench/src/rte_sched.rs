@@ -3,7 +3,8 @@
 //! subscriber. Its loop is what a DPDK application around `rte_sched` does (as DPDK's
 //! `qos_sched` example): receive a burst, parse each frame and look its subscriber up (the
 //! same parser and address table sheetcake uses, so classification costs the same), write the
-//! pipe into the mbuf, enqueue, dequeue what the token buckets allow, transmit.
+//! pipe into the mbuf, enqueue, dequeue what the token buckets allow, transmit. One loop on
+//! one core, whatever `--workers` says: the reference is DPDK's scheduler per core.
 
 use crate::generator::{Generator, FRAME_BYTES};
 use crate::shaped::{subscribers, Rig, QUEUED_BUDGET, RING_FRAMES};
@@ -19,6 +20,12 @@ use std::time::Instant;
 const BUCKET_BYTES: u64 = 4 * 1_518;
 /// The port's rate: far above the pipes' sum, so the pipes alone bind.
 const PORT_RATE: u64 = 100_000_000_000 / 8;
+/// The port's rate at most, as a multiple of a pipe's. rte_sched keeps a pipe's rate as a
+/// fraction of the port's, approximated to within 1e-7 (`RTE_SCHED_TB_RATE_CONFIG_ERR`); a
+/// slow run's pipe rates (1.8 kB/s, a fraction of 1.4e-7 of 100 Gbit/s) killed the process
+/// with SIGFPE inside rte_sched. A fraction of at least 1e-6 stays clear of that, and the port
+/// still runs at 122 times the pipes' sum with 8,192 pipes.
+const PORT_PER_PIPE_MAX: u64 = 1_000_000;
 
 /// The loop's counters, stored by it, read by the measuring thread.
 #[derive(Default)]
@@ -88,8 +95,8 @@ pub fn run(
     rate: u64,
     seconds: f64,
 ) -> CaseResult {
-    let (rig, mut ends) = Rig::new(eal, "sched", RING_FRAMES, pool);
-    let (tables, _) = subscribers(pipes, crate::shaped::Shaping::Rate(rate));
+    let (rig, mut ends) = Rig::new(eal, "sched", RING_FRAMES, 1, pool);
+    let (tables, _) = subscribers(pipes, crate::shaped::Shaping::Rate(rate), 1);
     // The same buffer budget as sheetcake's worker: the pipes' queues together hold at most
     // QUEUED_BUDGET frames (rte_sched has no budget of its own, and with its default 64 frames
     // a queue, 8,192 pipes would hold the whole mempool and starve the generator).
@@ -98,7 +105,7 @@ pub fn run(
         eal,
         "bench_sched",
         &SchedConfig {
-            port_rate: PORT_RATE,
+            port_rate: PORT_RATE.min(rate.saturating_mul(PORT_PER_PIPE_MAX)),
             pipes,
             pipe_rate: rate,
             queue_frames,
@@ -163,6 +170,9 @@ pub fn run(
         packet_size: crate::PacketSize::Bytes(FRAME_BYTES as u64),
         traffic: "ipv4".into(),
         workers: 1,
+        worker_cores: vec![worker_core],
+        shared_cores: worker_core == crate::workers::GENERATOR_CORE,
+        steering: None,
         mpps,
         gbps: mpps * (FRAME_BYTES * 8) as f64 / 1e3,
         cycles_per_packet: Some((after.3 - before.3) as f64 / rx.max(1) as f64),
@@ -173,5 +183,6 @@ pub fn run(
             .filter(|(_, d)| *d > 0.0)
             .collect(),
         probe_latency_us: None,
+        per_worker: Vec::new(),
     }
 }

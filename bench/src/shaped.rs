@@ -14,13 +14,20 @@
 //!   is reported as percentiles.
 //! - `bridge_ring`: the same worker and ring ports with no subscriber (forwarding only), to
 //!   show what the generator can feed.
+//!
+//! With several workers ([`WorkerPlan`]), each runs on its own core and owns the subscribers
+//! the appliance's rule gives it; the ring ports have one queue pair per worker, the
+//! generator puts each frame on the queue its steering picks, and a worker hands what it
+//! receives for another worker's subscriber over that worker's SPSC handoff ring, as in the
+//! appliance.
 
 use crate::generator::{subscriber_address, subscriber_prefix_v6, Generator, Traffic};
 use crate::run_pinned;
-use crate::CaseResult;
+use crate::workers::{owner_worker, WorkerPlan};
+use crate::{CaseResult, WorkerRow};
 use sheetcake_cake::CakeConfig;
 use sheetcake_dataplane::classify::{AddressTable, Prefix, SubscriberSlot};
-use sheetcake_dataplane::dpdk::{tsc, Eal, Mempool, PortConfig, RingPort, RingPortEnds};
+use sheetcake_dataplane::dpdk::{mbuf_ring, tsc, Eal, Mempool, PortConfig, RingPort, RingPortEnds};
 use sheetcake_dataplane::shaping::{
     instance_gauges, ControlChannel, LocalSubscriber, Owner, SubscriberTables,
 };
@@ -35,8 +42,11 @@ use std::time::Instant;
 
 /// Frames each ring port's rings hold.
 pub const RING_FRAMES: u32 = 2048;
-/// Frames the worker may hold queued in all its instances.
+/// Frames a worker may hold queued in all its instances.
 pub const QUEUED_BUDGET: u64 = 32_768;
+/// Frames each handoff ring between two workers holds: the appliance's
+/// (`HANDOFF_RING_FRAMES` in `control/src/config.rs`).
+pub const HANDOFF_RING_FRAMES: u32 = 256;
 /// The share of its part of the calibrated shaping throughput each subscriber is shaped to in
 /// the `shaped` case: a fifth more arrives than leaves.
 pub const SHAPED_SHARE: f64 = 0.8;
@@ -104,11 +114,17 @@ fn subscriber_config(shaping: Shaping) -> CakeConfig {
     }
 }
 
-/// The address tables and local subscribers for `n` subscribers, all on worker 0.
-pub fn subscribers(n: u32, shaping: Shaping) -> (SubscriberTables, Vec<LocalSubscriber>) {
+/// The address tables for `n` subscribers sharded over `workers`, and each worker's local
+/// subscribers (`locals[w]`). Subscriber `s` is `bench-{s}`, owned by the worker the
+/// appliance's rule gives that ID.
+pub fn subscribers(
+    n: u32,
+    shaping: Shaping,
+    workers: usize,
+) -> (SubscriberTables, Vec<Vec<LocalSubscriber>>) {
     let mut addresses = AddressTable::new();
     let mut owners = Vec::with_capacity(n as usize);
-    let mut locals = Vec::with_capacity(n as usize);
+    let mut locals: Vec<Vec<LocalSubscriber>> = (0..workers.max(1)).map(|_| Vec::new()).collect();
     let config = subscriber_config(shaping);
     for s in 0..n {
         // An IPv4 address and an IPv6 /64, as a dual-stack subscriber has.
@@ -116,12 +132,14 @@ pub fn subscribers(n: u32, shaping: Shaping) -> (SubscriberTables, Vec<LocalSubs
         addresses.insert(prefix, SubscriberSlot(s));
         let prefix = Prefix::V6(Ipv6Addr::from(subscriber_prefix_v6(s)), 64);
         addresses.insert(prefix, SubscriberSlot(s));
+        let id = format!("bench-{s}");
+        let worker = owner_worker(&id, locals.len());
         owners.push(Owner {
-            worker: 0,
-            local: s,
+            worker: worker as u16,
+            local: locals[worker].len() as u32,
         });
-        locals.push(LocalSubscriber {
-            id: format!("bench-{s}"),
+        locals[worker].push(LocalSubscriber {
+            id,
             download: config,
             upload: config,
         });
@@ -129,7 +147,7 @@ pub fn subscribers(n: u32, shaping: Shaping) -> (SubscriberTables, Vec<LocalSubs
     (SubscriberTables { addresses, owners }, locals)
 }
 
-/// A worker's two ring ports.
+/// The two ring ports of a case, with one queue pair per worker.
 pub struct Rig {
     pub core: RingPort,
     pub access: RingPort,
@@ -142,11 +160,12 @@ pub struct RigEnds {
 }
 
 impl Rig {
-    /// Ring ports `{name}c` and `{name}a` of `frames` frames per ring.
-    pub fn new(eal: &Eal, name: &str, frames: u32, pool: Mempool) -> (Rig, RigEnds) {
+    /// Ring ports `{name}c` and `{name}a` with `queues` queue pairs of `frames` frames per
+    /// ring.
+    pub fn new(eal: &Eal, name: &str, frames: u32, queues: u16, pool: Mempool) -> (Rig, RigEnds) {
         let config = PortConfig {
-            rx_queues: 1,
-            tx_queues: 1,
+            rx_queues: queues,
+            tx_queues: queues,
             rx_descriptors: frames as u16,
             tx_descriptors: frames as u16,
             mtu: 1500,
@@ -167,22 +186,21 @@ impl Rig {
         )
     }
 
-    /// The worker's queues: one pair, its single queue of each port.
+    /// The workers' queues: `pairs()[w]` is queue `w` of both ports, worker `w`'s (so a
+    /// single worker's whole list).
     pub fn pairs(&self) -> Vec<PairQueues<'_>> {
-        let (mut crx, mut ctx) = self.core.port().take_queues().expect("fresh port");
-        let (mut arx, mut atx) = self.access.port().take_queues().expect("fresh port");
-        vec![PairQueues {
-            ports: [
-                PortQueues {
-                    rx: crx.remove(0),
-                    tx: ctx.remove(0),
-                },
-                PortQueues {
-                    rx: arx.remove(0),
-                    tx: atx.remove(0),
-                },
-            ],
-        }]
+        let (crx, ctx) = self.core.port().take_queues().expect("fresh port");
+        let (arx, atx) = self.access.port().take_queues().expect("fresh port");
+        crx.into_iter()
+            .zip(ctx)
+            .zip(arx.into_iter().zip(atx))
+            .map(|((crx, ctx), (arx, atx))| PairQueues {
+                ports: [
+                    PortQueues { rx: crx, tx: ctx },
+                    PortQueues { rx: arx, tx: atx },
+                ],
+            })
+            .collect()
     }
 }
 
@@ -194,46 +212,103 @@ pub fn no_handoff() -> Handoff {
     }
 }
 
-/// Runs `case` for a warm-up second and `seconds` measured, the worker on `worker_core`.
+/// The handoff rings of `workers` workers, one for every ordered pair, as the appliance
+/// builds them: `handoffs[w]` is worker `w`'s.
+fn handoffs(eal: &Eal, name: &str, workers: usize) -> Vec<Handoff> {
+    let mut all: Vec<Handoff> = (0..workers)
+        .map(|_| Handoff {
+            to: (0..workers).map(|_| None).collect(),
+            from: Vec::new(),
+        })
+        .collect();
+    for a in 0..workers {
+        for b in (0..workers).filter(|&b| b != a) {
+            let (producer, consumer) =
+                mbuf_ring(eal, &format!("{name}_ho_{a}_{b}"), HANDOFF_RING_FRAMES)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            all[a].to[b] = Some(producer);
+            all[b].from.push(consumer);
+        }
+    }
+    all
+}
+
+/// Runs `case` for a warm-up second and `seconds` measured, with the workers of `plan`.
 pub fn run(
     eal: &'static Eal,
     hz: u64,
     pool: Mempool,
     name: &str,
     case: Case,
-    worker_core: usize,
+    plan: &WorkerPlan,
     seconds: f64,
 ) -> Measured {
-    let (rig, mut ends) = Rig::new(eal, name, RING_FRAMES, pool);
-    let pairs = rig.pairs();
-    let published = PublishedCounters::default();
+    let workers = plan.workers();
+    let (rig, mut ends) = Rig::new(eal, name, RING_FRAMES, workers as u16, pool);
+    let published: Vec<PublishedCounters> =
+        (0..workers).map(|_| PublishedCounters::default()).collect();
     let memory_before = resident_bytes();
     let setup_started = Instant::now();
-    let mut worker = Worker::new(pairs, &published, hz);
-    if case.shaping != Shaping::Off {
-        let flow_pool = case.subscribers as usize * case.flows as usize + 4096;
+    let bridges = rig
+        .pairs()
+        .into_iter()
+        .zip(&published)
+        .map(|(pair, published)| Worker::new(vec![pair], published, hz));
+    // The workers, and the RX queue (worker) of each subscriber's frames.
+    let (built, queue_of): (Vec<Worker>, Vec<u16>) = if case.shaping == Shaping::Off {
+        // No owners: every worker bridges what its queue receives; the generator spreads
+        // subscribers over the queues by address.
+        let queue_of = (0..case.subscribers)
+            .map(|s| (s as usize % workers) as u16)
+            .collect();
+        (bridges.collect(), queue_of)
+    } else {
         // The probe's subscriber is one more, after the generated ones, with a rate ten times
         // its load: shaped like the others, never held back by its own shaper.
-        let mut setup = setup(
+        let (tables, mut locals) = subscribers(
             case.subscribers + u32::from(case.probe),
             case.shaping,
-            flow_pool,
+            workers,
         );
         if case.probe {
-            let probe = setup
-                .subscribers
-                .last_mut()
-                .expect("the probe's subscriber");
-            probe.download.bandwidth = Some(10 * PROBE_BYTES_PER_SECOND);
+            let owner = tables.owners[case.subscribers as usize];
+            locals[usize::from(owner.worker)][owner.local as usize]
+                .download
+                .bandwidth = Some(10 * PROBE_BYTES_PER_SECOND);
         }
-        worker = worker.with_shaping(setup, no_handoff());
-    }
+        let queue_of = tables
+            .owners
+            .iter()
+            .enumerate()
+            .map(|(s, owner)| plan.queue_of(s as u32, owner.worker))
+            .collect();
+        let tables = Arc::new(tables);
+        let built = bridges
+            .zip(locals)
+            .zip(handoffs(eal, name, workers))
+            .enumerate()
+            .map(|(w, ((worker, locals), handoff))| {
+                let flow_pool = locals.len() * case.flows as usize + 4096;
+                let setup = setup_with(
+                    w,
+                    locals.len(),
+                    Arc::clone(&tables),
+                    locals,
+                    flow_pool,
+                    ControlChannel::new(16),
+                );
+                worker.with_shaping(setup, handoff)
+            })
+            .collect();
+        (built, queue_of)
+    };
     let setup_seconds = setup_started.elapsed().as_secs_f64();
     let memory_bytes = resident_bytes().saturating_sub(memory_before);
 
     // The traffic first: the probe's address depends on it.
-    let mut generator =
-        Generator::new(pool, case.subscribers, case.flows).with_traffic(case.traffic);
+    let mut generator = Generator::new(pool, case.subscribers, case.flows)
+        .with_traffic(case.traffic)
+        .steered(workers, queue_of);
     if let Some(fps) = case.offered {
         generator = generator.paced(fps, hz);
     }
@@ -242,63 +317,75 @@ pub fn run(
     }
     let mut probe_delays = Vec::new();
     let stop = AtomicBool::new(false);
-    let (c0, c1, elapsed) = std::thread::scope(|scope| {
-        let runner = scope.spawn(|| run_pinned(eal, worker_core, || worker.run(&stop)));
-        let start = tsc();
-        let window_start = start + hz;
-        let window_end = window_start + (seconds * hz as f64) as u64;
-        let mut c0 = None;
-        let mut t0 = Instant::now();
-        loop {
-            generator.round(&mut ends.core, &mut ends.access);
-            let now = tsc();
-            if c0.is_none() && now >= window_start {
-                c0 = Some(published.read());
-                t0 = Instant::now();
-                // Probes of the warm-up are not counted.
-                generator.take_probe_delays();
+    let read = || published.iter().map(PublishedCounters::read).collect();
+    let (c0, c1, elapsed): (Vec<WorkerCounters>, Vec<WorkerCounters>, f64) =
+        std::thread::scope(|scope| {
+            let runners: Vec<_> = built
+                .into_iter()
+                .zip(&plan.cores)
+                .map(|(mut worker, &core)| {
+                    let stop = &stop;
+                    scope.spawn(move || {
+                        run_pinned(eal, core, || {
+                            worker.run(stop);
+                            worker
+                        })
+                    })
+                })
+                .collect();
+            let start = tsc();
+            let window_start = start + hz;
+            let window_end = window_start + (seconds * hz as f64) as u64;
+            let mut c0 = None;
+            let mut t0 = Instant::now();
+            loop {
+                generator.round(&mut ends.core, &mut ends.access);
+                let now = tsc();
+                if c0.is_none() && now >= window_start {
+                    c0 = Some(read());
+                    t0 = Instant::now();
+                    // Probes of the warm-up are not counted.
+                    generator.take_probe_delays();
+                }
+                if now >= window_end {
+                    break;
+                }
             }
-            if now >= window_end {
-                break;
+            // Workers publish every millisecond: wait for one after the window.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            let c1 = read();
+            let elapsed = t0.elapsed().as_secs_f64();
+            probe_delays = generator.take_probe_delays();
+            stop.store(true, Ordering::Relaxed);
+            let mut stopped: Vec<Worker> = runners
+                .into_iter()
+                .map(|r| r.join().expect("worker"))
+                .collect();
+            // Every worker has stopped sending: what is left in a handoff ring goes back to
+            // the pool, counted by its receiver.
+            for worker in &mut stopped {
+                worker.drain_handoffs();
             }
-        }
-        // The worker publishes every millisecond: wait for one after the window.
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let c1 = published.read();
-        let elapsed = t0.elapsed().as_secs_f64();
-        probe_delays = generator.take_probe_delays();
-        stop.store(true, Ordering::Relaxed);
-        runner.join().expect("worker");
-        (c0.expect("the window started"), c1, elapsed)
-    });
-    drop(worker);
+            (c0.expect("the window started"), c1, elapsed)
+        });
+    drop(generator);
     drop(ends);
     drop(rig);
-    let mut m = measured(case, c0, c1, elapsed, memory_bytes, setup_seconds);
+    let mut m = measured(case, plan, &c0, &c1, elapsed, memory_bytes, setup_seconds);
     if case.probe {
         m.result.probe_latency_us = Some(Percentiles::of(&mut probe_delays, hz));
     }
     m
 }
 
-fn measured(
-    case: Case,
-    c0: WorkerCounters,
-    c1: WorkerCounters,
+/// Frames dropped per second by reason between `c0` and `c1`, millions (reasons that
+/// happened).
+fn drops_mpps(
+    c0: &WorkerCounters,
+    c1: &WorkerCounters,
     elapsed: f64,
-    memory_bytes: u64,
-    setup_seconds: f64,
-) -> Measured {
-    let rx = c1.rx_packets - c0.rx_packets;
-    let tx = c1.tx_packets - c0.tx_packets;
-    let mpps = rx as f64 / elapsed / 1e6;
-    let name = match (case.shaping, case.offered) {
-        (Shaping::Off, _) => "bridge_ring",
-        (Shaping::Unlimited, _) => "cake_unlimited",
-        (Shaping::Rate(_), None) => "shaped",
-        (Shaping::Rate(_), Some(_)) => "shaped_paced",
-    };
-    let drops = DropReason::ALL
+) -> std::collections::BTreeMap<&'static str, f64> {
+    DropReason::ALL
         .iter()
         .map(|&r| {
             (
@@ -307,7 +394,66 @@ fn measured(
             )
         })
         .filter(|(_, d)| *d > 0.0)
+        .collect()
+}
+
+/// The counters of all `workers` together (those a case reports).
+fn all_workers(workers: &[WorkerCounters]) -> WorkerCounters {
+    let mut sum = WorkerCounters::default();
+    for c in workers {
+        sum.rx_packets += c.rx_packets;
+        sum.tx_packets += c.tx_packets;
+        sum.busy_cycles += c.busy_cycles;
+        sum.handed_off += c.handed_off;
+        sum.taken_over += c.taken_over;
+        for (total, d) in sum.dropped.iter_mut().zip(c.dropped) {
+            *total += d;
+        }
+    }
+    sum
+}
+
+fn measured(
+    case: Case,
+    plan: &WorkerPlan,
+    c0: &[WorkerCounters],
+    c1: &[WorkerCounters],
+    elapsed: f64,
+    memory_bytes: u64,
+    setup_seconds: f64,
+) -> Measured {
+    let mpps = |count: &dyn Fn(&WorkerCounters) -> u64, a: &WorkerCounters, b: &WorkerCounters| {
+        (count(b) - count(a)) as f64 / elapsed / 1e6
+    };
+    // Busy cycles over the frames a worker received itself: a frame handed over costs
+    // cycles on both workers but is received once, so the total is per frame of the case.
+    let cycles = |a: &WorkerCounters, b: &WorkerCounters| {
+        (b.busy_cycles - a.busy_cycles) as f64 / (b.rx_packets - a.rx_packets).max(1) as f64
+    };
+    let per_worker: Vec<WorkerRow> = c0
+        .iter()
+        .zip(c1)
+        .zip(&plan.cores)
+        .enumerate()
+        .map(|(worker, ((a, b), &core))| WorkerRow {
+            worker,
+            core,
+            rx_mpps: mpps(&|c| c.rx_packets, a, b),
+            tx_mpps: mpps(&|c| c.tx_packets, a, b),
+            cycles_per_packet: cycles(a, b),
+            handed_off_mpps: mpps(&|c| c.handed_off, a, b),
+            taken_over_mpps: mpps(&|c| c.taken_over, a, b),
+            drops_mpps: drops_mpps(a, b, elapsed),
+        })
         .collect();
+    let (t0, t1) = (all_workers(c0), all_workers(c1));
+    let rx_mpps = mpps(&|c| c.rx_packets, &t0, &t1);
+    let name = match (case.shaping, case.offered) {
+        (Shaping::Off, _) => "bridge_ring",
+        (Shaping::Unlimited, _) => "cake_unlimited",
+        (Shaping::Rate(_), None) => "shaped",
+        (Shaping::Rate(_), Some(_)) => "shaped_paced",
+    };
     Measured {
         result: CaseResult {
             case: name,
@@ -319,14 +465,22 @@ fn measured(
             flows_per_subscriber: u64::from(case.flows),
             packet_size: crate::PacketSize::of(case.traffic.sizes),
             traffic: case.traffic.name(),
-            workers: 1,
-            mpps,
-            gbps: mpps * case.traffic.sizes.mean() * 8.0 / 1e3,
-            cycles_per_packet: Some((c1.busy_cycles - c0.busy_cycles) as f64 / rx.max(1) as f64),
+            workers: plan.workers() as u64,
+            worker_cores: plan.cores.clone(),
+            shared_cores: plan.shared_cores,
+            steering: (plan.workers() > 1).then_some(plan.steering),
+            mpps: rx_mpps,
+            gbps: rx_mpps * case.traffic.sizes.mean() * 8.0 / 1e3,
+            cycles_per_packet: Some(cycles(&t0, &t1)),
             seconds: elapsed,
-            tx_mpps: Some(tx as f64 / elapsed / 1e6),
-            drops_mpps: drops,
+            tx_mpps: Some(mpps(&|c| c.tx_packets, &t0, &t1)),
+            drops_mpps: drops_mpps(&t0, &t1, elapsed),
             probe_latency_us: None,
+            per_worker: if plan.workers() > 1 {
+                per_worker
+            } else {
+                Vec::new()
+            },
         },
         memory_bytes,
         setup_seconds,
@@ -337,12 +491,20 @@ fn measured(
 /// entries, gauges, timer-wheel and ready-queue slots, owners. Run before any other case, so
 /// the allocator has no freed memory to hand back without growing the process.
 pub fn idle_memory(eal: &'static Eal, hz: u64, pool: Mempool, n: u32) -> u64 {
-    let (rig, _ends) = Rig::new(eal, "idle", 64, pool);
+    let (rig, _ends) = Rig::new(eal, "idle", 64, 1, pool);
     let pairs = rig.pairs();
     let published = PublishedCounters::default();
     let before = resident_bytes();
-    let worker = Worker::new(pairs, &published, hz)
-        .with_shaping(setup(n, Shaping::Unlimited, IDLE_FLOW_POOL), no_handoff());
+    let (tables, mut locals) = subscribers(n, Shaping::Unlimited, 1);
+    let setup = setup_with(
+        0,
+        n as usize,
+        Arc::new(tables),
+        locals.remove(0),
+        IDLE_FLOW_POOL,
+        ControlChannel::new(16),
+    );
+    let worker = Worker::new(pairs, &published, hz).with_shaping(setup, no_handoff());
     let grown = resident_bytes().saturating_sub(before);
     drop(worker);
     grown
@@ -363,36 +525,25 @@ pub fn bytes_per_flow() -> f64 {
     grown as f64 / FLOWS as f64
 }
 
-/// The shaping setup of `n` subscribers, all on worker 0, with a pool of `flow_pool` flows.
-pub fn setup(n: u32, shaping: Shaping, flow_pool: usize) -> ShapingSetup {
-    let (tables, locals) = subscribers(n, shaping);
-    setup_with(
-        n as usize,
-        tables,
-        locals,
-        flow_pool,
-        ControlChannel::new(16),
-    )
-}
-
-/// The setup of worker 0 with `slots` subscriber slots, the subscribers and tables given,
-/// `flow_pool` flows and its command channel: what every case's worker is built from.
+/// The setup of worker `worker` with `slots` subscriber slots, its subscribers and the shared
+/// tables, `flow_pool` flows and its command channel: what every case's worker is built from.
 pub fn setup_with(
+    worker: usize,
     slots: usize,
-    tables: SubscriberTables,
+    tables: Arc<SubscriberTables>,
     subscribers: Vec<LocalSubscriber>,
     flow_pool: usize,
     channel: Arc<ControlChannel>,
 ) -> ShapingSetup {
     ShapingSetup {
-        tables: Arc::new(tables),
+        tables,
         subscribers,
         capacity: slots,
         channel,
-        worker: 0,
+        worker: worker as u16,
         flows: flow_pool,
         queued_budget: QUEUED_BUDGET,
-        seed: 1,
+        seed: 1 + worker as u64,
         gauges: instance_gauges(slots),
         default_class: [None, None],
     }
@@ -424,6 +575,80 @@ impl Percentiles {
             p99: at(0.99),
             p999: at(0.999),
             max: delays.last().map_or(f64::NAN, |&c| us(c)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workers::Steering;
+    use sheetcake_dataplane::dpdk::{tsc_hz, MempoolConfig};
+
+    /// The one test of this binary that starts an EAL (a process has one).
+    #[test]
+    fn two_workers_shape_their_shards_hand_off_the_rest_and_return_every_buffer() {
+        let args: Vec<String> = [
+            "--lcores=0@(0-1)",
+            "--no-huge",
+            "-m",
+            "512",
+            "--no-pci",
+            "--file-prefix=sc-bench-test",
+        ]
+        .map(str::to_owned)
+        .into();
+        let eal = Eal::init(&args).expect("EAL starts with --no-huge");
+        let hz = tsc_hz(eal);
+        // Fewer buffers than the workers' budgets: the generator runs short before a worker's
+        // budget binds, which this test does not need to reach.
+        let pool = Mempool::new(
+            eal,
+            &MempoolConfig {
+                name: "test_ring_mbufs".into(),
+                mbufs: 16_383,
+                cache: 256,
+                data_room: 2176,
+            },
+        )
+        .expect("pool");
+        // Both workers on the last core this machine has: a smoke test fits on two cores.
+        let available: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        let core = *available.last().expect("a core");
+        let case = Case {
+            subscribers: 1_000,
+            flows: 1,
+            shaping: Shaping::Unlimited,
+            probe: false,
+            offered: None,
+            traffic: Traffic::MIN_IPV4,
+        };
+        for (name, steering) in [("t_addr", Steering::Address), ("t_owner", Steering::Owner)] {
+            let plan = WorkerPlan::new(2, Some(&[core, core]), steering, &available).unwrap();
+            let m = run(eal, hz, pool, name, case, &plan, 0.3);
+            assert_eq!(m.result.workers, 2);
+            assert_eq!(m.result.per_worker.len(), 2, "{steering:?}");
+            for w in &m.result.per_worker {
+                assert!(w.rx_mpps > 0.0 && w.tx_mpps > 0.0, "{steering:?}: {w:?}");
+                match steering {
+                    // Half the frames of each queue are the other worker's subscribers'.
+                    Steering::Address => assert!(
+                        w.handed_off_mpps > 0.0 && w.taken_over_mpps > 0.0,
+                        "{steering:?}: {w:?}"
+                    ),
+                    Steering::Owner => {
+                        assert_eq!((w.handed_off_mpps, w.taken_over_mpps), (0.0, 0.0), "{w:?}")
+                    }
+                }
+            }
+            // Frames dropped (a handoff ring full while its reader waited for the shared
+            // core), frames still queued at the end and frames left in the handoff rings all
+            // went back to the pool.
+            assert_eq!(pool.in_use(), 0, "{steering:?}: every buffer came back");
         }
     }
 }

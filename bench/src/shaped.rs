@@ -23,11 +23,12 @@
 
 use crate::generator::{subscriber_address, subscriber_prefix_v6, Generator, Traffic};
 use crate::run_pinned;
-use crate::workers::{owner_worker, WorkerPlan};
+use crate::workers::WorkerPlan;
 use crate::{CaseResult, WorkerRow};
 use sheetcake_cake::CakeConfig;
 use sheetcake_dataplane::classify::{AddressTable, Prefix, SubscriberSlot};
 use sheetcake_dataplane::dpdk::{mbuf_ring, tsc, Eal, Mempool, PortConfig, RingPort, RingPortEnds};
+use sheetcake_dataplane::shaping::owner_worker;
 use sheetcake_dataplane::shaping::{
     instance_gauges, ControlChannel, LocalSubscriber, Owner, SubscriberTables,
 };

@@ -2,9 +2,9 @@
 //! owns, and which worker's RX queue the generator puts a subscriber's frames on.
 //!
 //! The generator keeps core 0; worker `w` runs on `cores[w]`. Subscribers are sharded over
-//! the workers by the appliance's own rule ([`owner_worker`]), so a case with N workers
-//! shapes the same subscribers with the same split the appliance would. This module only
-//! checks and describes the plan: it never starts a thread or touches DPDK.
+//! the workers by the appliance's own rule (`sheetcake_dataplane::shaping::owner_worker`), so
+//! a case with N workers shapes the same subscribers with the same split the appliance would.
+//! This module only checks and describes the plan: it never starts a thread or touches DPDK.
 
 use std::fmt;
 
@@ -107,19 +107,6 @@ impl WorkerPlan {
             Steering::Address => (s as usize % self.workers()) as u16,
         }
     }
-}
-
-/// The worker that owns the subscriber with ID `id`: the appliance's rule
-/// (`control/src/subscribers.rs`, `owner_worker`), FNV-1a over the ID modulo the workers.
-/// The benchmark cannot link the `sheetcake` binary crate, so the rule is restated here and
-/// must stay the same: a different split would measure a different load per worker.
-pub fn owner_worker(id: &str, workers: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % workers.max(1) as u64) as usize
 }
 
 /// Why the asked workers cannot run here.
@@ -278,16 +265,8 @@ mod tests {
     }
 
     #[test]
-    fn owners_match_the_appliance_rule() {
-        // FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c (the published test vector), even: worker 0
-        // of 2; the control crate's own test pins the one-worker case the same way.
-        assert_eq!(owner_worker("a", 2), 0);
-        assert_eq!(
-            owner_worker("a", 3),
-            (0xaf63_dc4c_8601_ec8c_u64 % 3) as usize
-        );
-        assert_eq!(owner_worker("alice", 1), 0);
-        // The bench's subscribers split about evenly over two workers.
+    fn the_bench_subscribers_split_about_evenly() {
+        use sheetcake_dataplane::shaping::owner_worker;
         let on_0 = (0..10_000)
             .filter(|s| owner_worker(&format!("bench-{s}"), 2) == 0)
             .count();

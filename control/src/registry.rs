@@ -15,8 +15,9 @@
 
 use crate::address_space::AddressSpace;
 use crate::config::ConfigError;
-use crate::subscribers::{owner_worker, Node, Subscriber, SubscriberSet};
+use crate::subscribers::{Node, Subscriber, SubscriberSet};
 use sheetcake_dataplane::classify::{AddressTable, SubscriberSlot};
+use sheetcake_dataplane::shaping::owner_worker;
 use sheetcake_dataplane::shaping::{Owner, SubscriberTables};
 use std::collections::{BTreeMap, HashMap, HashSet};
 

@@ -401,18 +401,6 @@ impl SubscriberSet {
     }
 }
 
-/// The worker that owns subscriber `id`: a stable hash of the ID over the workers, so a
-/// subscriber keeps its worker across restarts and reloads.
-pub fn owner_worker(id: &str, workers: usize) -> usize {
-    // FNV-1a, 64 bit.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % workers.max(1) as u64) as usize
-}
-
 /// The defaults the unit tests shape with: downloads with egress, uploads with ingress
 /// semantics, so a test can tell which defaults a direction got.
 #[cfg(test)]
@@ -584,16 +572,5 @@ upload_options = "diffserv5"
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `plan`"), "{err}");
-    }
-
-    #[test]
-    fn owners_are_stable_and_spread() {
-        assert_eq!(owner_worker("alice", 1), 0);
-        let counts = (0..1000).fold([0usize; 4], |mut c, i| {
-            c[owner_worker(&format!("cust-{i}"), 4)] += 1;
-            c
-        });
-        assert!(counts.iter().all(|&n| n > 200), "{counts:?}");
-        assert_eq!(owner_worker("cust-7", 4), owner_worker("cust-7", 4));
     }
 }

@@ -353,9 +353,37 @@ impl ReadyQueue {
     }
 }
 
+/// The worker that owns subscriber `id`: FNV-1a (64 bit) of the ID modulo the workers. A
+/// stable hash, so a subscriber keeps its worker across restarts and reloads; the control
+/// thread places subscribers with it and the benchmark shards its subscribers the same way.
+pub fn owner_worker(id: &str, workers: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % workers.max(1) as u64) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owners_follow_fnv1a_and_spread() {
+        // FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c (the published test vector).
+        assert_eq!(
+            owner_worker("a", 3),
+            (0xaf63_dc4c_8601_ec8c_u64 % 3) as usize
+        );
+        assert_eq!(owner_worker("alice", 1), 0);
+        assert_eq!(owner_worker("alice", 0), 0, "no workers is treated as one");
+        let counts = (0..1000).fold([0usize; 4], |mut c, i| {
+            c[owner_worker(&format!("cust-{i}"), 4)] += 1;
+            c
+        });
+        assert!(counts.iter().all(|&n| n > 200), "{counts:?}");
+    }
 
     #[test]
     fn ready_queue_is_fifo_and_holds_each_instance_once() {

@@ -153,9 +153,15 @@ impl ControlLoop<'_> {
                     Handled::Waiting => {}
                     Handled::Sent(outcome) => {
                         self.after_change(&outcome.sent);
+                        // Only a reload reads (and checks) a source.
+                        let what = if outcome.sent.checked_in.is_zero() {
+                            "change"
+                        } else {
+                            "reload"
+                        };
                         in_flight.push(InFlight {
                             sent: outcome.sent.clone(),
-                            what: "change",
+                            what,
                         });
                         pending.push(Pending {
                             outcome,
@@ -282,15 +288,20 @@ impl ControlLoop<'_> {
             let took = f.sent.started.elapsed();
             if f.what == "reload" || took >= APPLY_WAIT {
                 let s = f.sent.summary;
+                let sent = &f.sent;
                 println!(
                     "{}: in force at every worker {:.3} s after it was accepted ({} added, {} \
-                     removed, {} changed, {} unchanged)",
+                     removed, {} changed, {} unchanged; read and checked in {:.3} s, planned in \
+                     {:.3} s, sent in {:.3} s)",
                     f.what,
                     took.as_secs_f64(),
                     s.added,
                     s.removed,
                     s.changed,
-                    s.unchanged
+                    s.unchanged,
+                    sent.checked_in.as_secs_f64(),
+                    sent.planned_in.as_secs_f64(),
+                    (sent.took - sent.checked_in - sent.planned_in).as_secs_f64(),
                 );
             }
             false

@@ -70,7 +70,8 @@
 
 use crate::config::ConfigError;
 use crate::records::{Checker, NodeRecord, RateText, Records, SubscriberRecord, Value, MAX_RATE};
-use std::collections::{HashMap, HashSet};
+use crate::subscribers::IdMap;
+use std::collections::HashMap;
 
 const CIRCUIT_ID: &str = "Circuit ID";
 const PARENT_NODE: &str = "Parent Node";
@@ -405,7 +406,6 @@ fn same_rate(a: &str, b: &str) -> bool {
 struct Circuit {
     first: Row,
     addresses: Vec<Value<String>>,
-    seen: HashSet<String>,
     /// The first `sqm` given by any row.
     sqm: Option<Sqm>,
 }
@@ -415,11 +415,10 @@ impl Circuit {
     fn new(row: Row) -> Circuit {
         let mut c = Circuit {
             addresses: Vec::new(),
-            seen: HashSet::new(),
             sqm: row.sqm.clone(),
             first: row,
         };
-        add_addresses(&mut c.addresses, &mut c.seen, &c.first);
+        add_addresses(&mut c.addresses, &c.first);
         c
     }
 
@@ -478,7 +477,7 @@ impl Circuit {
                 ),
             ));
         }
-        add_addresses(&mut self.addresses, &mut self.seen, &row);
+        add_addresses(&mut self.addresses, &row);
         self.add_sqm(&row, file, errors);
     }
 
@@ -515,11 +514,12 @@ impl Circuit {
     }
 }
 
-/// Adds a row's addresses that the circuit does not have yet.
-fn add_addresses(addresses: &mut Vec<Value<String>>, seen: &mut HashSet<String>, row: &Row) {
+/// Adds a row's addresses that the circuit does not have yet. A circuit has a handful of
+/// addresses, so a scan of those it has costs less than a set per circuit.
+fn add_addresses(addresses: &mut Vec<Value<String>>, row: &Row) {
     for (field, list) in [(IPV4, &row.ipv4), (IPV6, &row.ipv6)] {
         for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            if seen.insert(item.to_owned()) {
+            if !addresses.iter().any(|a| a.value == item) {
                 addresses.push(Value::new(item.to_owned(), field, row.line));
             }
         }
@@ -600,7 +600,9 @@ pub fn parse_shaped_devices(text: &str, file: &str) -> Result<Records, Vec<Confi
     let mut errors = Vec::new();
     let mut layout: Option<(Layout, usize)> = None;
     let mut circuits: Vec<Circuit> = Vec::new();
-    let mut by_id: HashMap<String, usize> = HashMap::new();
+    let mut by_id: IdMap<usize> = IdMap::default();
+    // About one circuit per 80 bytes of file: no rehashing as the map grows.
+    by_id.reserve(text.len() / 80);
     let mut record = csv::StringRecord::new();
     loop {
         match reader.read_record(&mut record) {

@@ -66,6 +66,10 @@ pub struct Sent {
     pub started: Instant,
     /// How long validating and sending took.
     pub took: Duration,
+    /// Of which: reading and checking the source (reloads; zero otherwise), and working out
+    /// the difference to the running state.
+    pub checked_in: Duration,
+    pub planned_in: Duration,
 }
 
 /// Who asked for a subscriber's statistics.
@@ -262,7 +266,8 @@ impl<R> LiveShaping<R> {
         }
     }
 
-    fn execute(&mut self, plan: Plan, started: Instant) -> Sent {
+    fn execute(&mut self, plan: Plan, started: Instant, checked_in: Duration) -> Sent {
+        let planned_in = started.elapsed().saturating_sub(checked_in);
         let mut last = vec![0; self.channels.len()];
         // Instances first, so frames classified by the new tables find them.
         for (owner, s) in &plan.upserts {
@@ -295,6 +300,8 @@ impl<R> LiveShaping<R> {
             last,
             started,
             took: started.elapsed(),
+            checked_in,
+            planned_in,
         }
     }
 
@@ -310,14 +317,14 @@ impl<R> LiveShaping<R> {
     pub fn replace(&mut self, set: SubscriberSet) -> Result<Sent, Refusal> {
         let started = Instant::now();
         let plan = self.registry.replace(set)?;
-        Ok(self.execute(plan, started))
+        Ok(self.execute(plan, started, Duration::ZERO))
     }
 
     /// Applies `changes` together, or none of them; `file` names their source in errors.
     pub fn merge(&mut self, changes: Vec<Change>, file: &str) -> Result<Sent, Refusal> {
         let started = Instant::now();
         let plan = self.registry.merge(changes, file)?;
-        Ok(self.execute(plan, started))
+        Ok(self.execute(plan, started, Duration::ZERO))
     }
 
     /// Re-reads the subscriber source and applies the difference. Nothing is applied when it
@@ -332,8 +339,9 @@ impl<R> LiveShaping<R> {
         let set = source
             .load(&self.defaults)
             .map_err(|e| Refusal::Invalid(e.0))?;
+        let checked_in = started.elapsed();
         let plan = self.registry.replace(set)?;
-        Ok(self.execute(plan, started))
+        Ok(self.execute(plan, started, checked_in))
     }
 
     /// The subscriber source, if there is one to reload.

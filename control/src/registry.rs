@@ -17,9 +17,10 @@ use crate::address_space::AddressSpace;
 use crate::config::ConfigError;
 use crate::subscribers::{Node, Subscriber, SubscriberSet};
 use sheetcake_dataplane::classify::{AddressTable, SubscriberSlot};
-use sheetcake_dataplane::shaping::owner_worker;
+use sheetcake_dataplane::shaping::{owner_worker, Fnv1a};
 use sheetcake_dataplane::shaping::{Owner, SubscriberTables};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 
 /// A subscriber and where it lives.
 #[derive(Debug, Clone)]
@@ -241,7 +242,9 @@ impl Registry {
                 }
             }
         }
-        let still: HashSet<&str> = set.subscribers.iter().map(|s| s.id.as_str()).collect();
+        let mut still: HashSet<&str, BuildHasherDefault<Fnv1a>> = HashSet::default();
+        still.reserve(set.subscribers.len());
+        still.extend(set.subscribers.iter().map(|s| s.id.as_str()));
         for (id, e) in &self.subscribers {
             if !still.contains(id.as_str()) {
                 plan.removes.push(e.owner);
@@ -255,7 +258,6 @@ impl Registry {
             || plan.summary.added + plan.summary.removed + plan.summary.changed > 0;
 
         // The tables are rebuilt with slot = index in the set.
-        let mut space = AddressSpace::new();
         let mut subscribers = BTreeMap::new();
         let mut slot_ids = Vec::with_capacity(set.subscribers.len());
         for slots in &mut self.local_slots {
@@ -263,9 +265,6 @@ impl Registry {
         }
         for (slot, (s, owner)) in set.subscribers.into_iter().zip(&owners).enumerate() {
             self.local_slots[owner.worker as usize][owner.local as usize] = slot as u32;
-            for p in &s.prefixes {
-                space.insert(*p, slot as u32);
-            }
             slot_ids.push(Some(s.id.clone()));
             subscribers.insert(
                 s.id.clone(),
@@ -278,7 +277,7 @@ impl Registry {
         }
         self.subscribers = subscribers;
         self.nodes = new_nodes;
-        self.space = space;
+        self.space = set.space;
         self.addresses = set.addresses;
         self.owners = owners;
         self.slot_ids = slot_ids;

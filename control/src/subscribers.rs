@@ -28,7 +28,9 @@ use crate::records::{Checker, NodeRecord, RateText, Records, SubscriberRecord, V
 use serde::Deserialize;
 use sheetcake_cake::CakeConfig;
 use sheetcake_dataplane::classify::{AddressTable, Prefix, SubscriberSlot};
+use sheetcake_dataplane::shaping::Fnv1a;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::path::Path;
 use toml::Spanned;
 
@@ -104,9 +106,15 @@ pub struct SubscriberSet {
     pub subscribers: Vec<Subscriber>,
     /// Address to slot.
     pub addresses: AddressTable,
+    /// The same prefixes by slot as ordered intervals, for the registry's overlap checks of
+    /// later changes (built while validating, so a reload does not build it twice).
+    pub space: AddressSpace<u32>,
     /// Parent nodes, in source order.
     pub nodes: Vec<Node>,
 }
+
+/// IDs to what they name, hashed with FNV-1a (see [`Fnv1a`]).
+pub type IdMap<V> = HashMap<String, V, BuildHasherDefault<Fnv1a>>;
 
 /// Byte offsets to 1-based lines, for a file of many records: one pass over the text to find
 /// the line starts, then a binary search per lookup (counting newlines from the start for
@@ -314,7 +322,7 @@ impl SubscriberSet {
     ) -> Result<SubscriberSet, ConfigErrors> {
         let mut check = Checker::new(file);
         let mut nodes = Vec::with_capacity(records.nodes.len());
-        let mut node_ids: HashMap<String, &NodeRecord> = HashMap::new();
+        let mut node_ids: IdMap<&NodeRecord> = IdMap::default();
         for r in &records.nodes {
             let checked = check.node(r);
             let id = r.id.value.trim();
@@ -332,9 +340,11 @@ impl SubscriberSet {
             nodes.extend(checked);
         }
         let mut subscribers = Vec::with_capacity(records.subscribers.len());
-        let mut seen: HashMap<String, &SubscriberRecord> = HashMap::new();
-        // Held by the index of the record, for the error message.
-        let mut space: AddressSpace<usize> = AddressSpace::new();
+        let mut seen: IdMap<&SubscriberRecord> = IdMap::default();
+        seen.reserve(records.subscribers.len());
+        // Held by the index of the record, for the error message. With no error every record
+        // is in the set, so the index is also the slot.
+        let mut space: AddressSpace<u32> = AddressSpace::new();
         let mut addresses = AddressTable::new();
         for (i, r) in records.subscribers.iter().enumerate() {
             let checked = check.subscriber(
@@ -363,6 +373,7 @@ impl SubscriberSet {
                     continue;
                 };
                 if let Some((q, other)) = space.conflict(&p, |_| false) {
+                    let other = other as usize;
                     let message = if other == i {
                         format!("{p} overlaps {q}, another of its addresses; list each once")
                     } else {
@@ -377,7 +388,7 @@ impl SubscriberSet {
                     clean = false;
                     continue;
                 }
-                space.insert(p, i);
+                space.insert(p, i as u32);
             }
             let Some(s) = checked.filter(|_| clean) else {
                 continue;
@@ -396,6 +407,7 @@ impl SubscriberSet {
         Ok(SubscriberSet {
             subscribers,
             addresses,
+            space,
             nodes,
         })
     }

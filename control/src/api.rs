@@ -473,6 +473,22 @@ mod tests {
             let ok = bodies.iter().any(|b| routed(method, &path, b).is_ok());
             assert!(ok, "{method} {path} is documented but not routed");
         }
+        // Node bodies: unknown fields and wrong types are refused before any handling.
+        for body in [
+            &br#"{"download": "1gbit", "upload": "1gbit", "capacity": 1}"#[..],
+            br#"{"download": 1000, "upload": "1gbit"}"#,
+            b"not json",
+        ] {
+            for method in ["PUT", "PATCH"] {
+                let err = routed(method, "/v1/nodes/x", body).expect_err(method);
+                assert_eq!(
+                    err.status,
+                    400,
+                    "{method} {}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
         for (method, path, status) in [
             ("POST", "/v1/subscribers/x", 405),
             ("PUT", "/v1/workers", 405),

@@ -582,6 +582,7 @@ pub fn change_reply(outcome: &Outcome, applied: bool) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::NodePatch;
     use crate::registry::Registry;
     use sheetcake_dataplane::shaping::{instance_gauges, ControlChannel};
 
@@ -673,6 +674,85 @@ mod tests {
             live.registry().get("alice").unwrap().subscriber.upload,
             before.upload
         );
+    }
+
+    /// Every node route with good and bad input, as docs/api.md promises: 201 then 200, the
+    /// rate in tc's notation, 422 for a bad rate or an unknown node, 409 for deleting a node
+    /// that still has members, 404 for a node that does not exist.
+    #[test]
+    fn nodes_are_created_read_changed_and_removed_once_empty() {
+        let mut live = live();
+        let node = |down: &str| NodeJson {
+            id: None,
+            download: down.into(),
+            upload: "1gbit".into(),
+        };
+        let (status, v) = call(&mut live, Route::PutNode("sg-1".into(), node("30mbit")));
+        assert_eq!(status, 201, "{v}");
+        let (status, v) = call(&mut live, Route::GetNode("sg-1".into()));
+        assert_eq!(
+            (status, v["download"].as_str()),
+            (200, Some("30Mbit")),
+            "{v}"
+        );
+        let (status, v) = call(&mut live, Route::ListNodes);
+        assert_eq!(
+            (status, v["nodes"].as_array().map(Vec::len)),
+            (200, Some(1))
+        );
+
+        // Rates out of range name the field; nothing changes.
+        let (status, v) = call(&mut live, Route::PutNode("sg-1".into(), node("100kbit")));
+        assert_eq!(status, 422, "{v}");
+        assert!(v["errors"][0]["key"]
+            .as_str()
+            .is_some_and(|k| k.ends_with(".download")));
+        let patch = NodePatch {
+            download: Some("40mbit".into()),
+            upload: None,
+        };
+        let (status, v) = call(&mut live, Route::PatchNode("sg-1".into(), patch));
+        assert_eq!(status, 200, "{v}");
+        let (_, v) = call(&mut live, Route::GetNode("sg-1".into()));
+        assert_eq!(
+            (v["download"].as_str(), v["upload"].as_str()),
+            (Some("40Mbit"), Some("1Gbit"))
+        );
+
+        // Members must name a node that exists.
+        let member = |node: &str| {
+            body(&format!(
+                r#"{{"addresses": ["100.64.0.7"], "download": "20mbit", "upload": "5mbit", "node": "{node}"}}"#
+            ))
+        };
+        let (status, v) = call(
+            &mut live,
+            Route::PutSubscriber("alice".into(), member("sg-9")),
+        );
+        assert_eq!(status, 422, "{v}");
+        let (status, v) = call(
+            &mut live,
+            Route::PutSubscriber("alice".into(), member("sg-1")),
+        );
+        assert_eq!(status, 201, "{v}");
+
+        // A node with members stays; once empty it goes.
+        let (status, v) = call(&mut live, Route::DeleteNode("sg-1".into()));
+        assert_eq!(status, 409, "{v}");
+        assert!(live.registry().node("sg-1").is_some());
+        assert_eq!(
+            call(&mut live, Route::DeleteSubscriber("alice".into())).0,
+            200
+        );
+        let (status, v) = call(&mut live, Route::DeleteNode("sg-1".into()));
+        assert_eq!(status, 200, "{v}");
+        for route in [
+            Route::GetNode("sg-1".into()),
+            Route::DeleteNode("sg-1".into()),
+            Route::PatchNode("sg-1".into(), NodePatch::default()),
+        ] {
+            assert_eq!(call(&mut live, route).0, 404);
+        }
     }
 
     #[test]

@@ -19,7 +19,9 @@ use crate::run_pinned;
 use crate::shaped::{no_handoff, setup_with, subscribers, Rig, Shaping, RING_FRAMES};
 use sheetcake_cake::{Cake, CakeConfig, InstanceSetup};
 use sheetcake_dataplane::dpdk::{tsc, Eal, Mempool};
-use sheetcake_dataplane::shaping::{Command, ControlChannel, Retired, SubscriberTables};
+use sheetcake_dataplane::shaping::{
+    Command, ControlChannel, InstanceGauges, Retired, SubscriberReport, SubscriberTables,
+};
 use sheetcake_dataplane::worker::{PublishedCounters, Worker};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -135,17 +137,47 @@ pub fn load_seconds(eal: &'static Eal, hz: u64, pool: Mempool, worker_core: usiz
     seconds
 }
 
-/// Single-change latency and sustained changes, with `n` subscribers forwarding at load,
-/// `seconds` per phase after a second of warm-up.
-pub fn changes(
+/// Runs the generator until the TSC reaches the first argument, calling the second after
+/// every round with the TSC.
+type Feed<'a> = &'a mut dyn FnMut(u64, &mut dyn FnMut(u64));
+
+/// A worker forwarding `n` shaped subscribers at load, for a phase to run against.
+struct Loaded<'a> {
+    channel: &'a ControlChannel,
+    published: &'a PublishedCounters,
+    gauges: &'a InstanceGauges,
+    hz: u64,
+    /// Cycles per measured window.
+    window: u64,
+    feed_until: Feed<'a>,
+}
+
+impl Loaded<'_> {
+    fn ns(&self, cycles: u64) -> f64 {
+        cycles as f64 * 1e9 / self.hz as f64
+    }
+
+    /// The worker's receive rate over one window while `each_round` runs, Mpps.
+    fn mpps(&mut self, each_round: &mut dyn FnMut(u64)) -> f64 {
+        let (c0, t0) = (self.published.read(), tsc());
+        (self.feed_until)(t0 + self.window, each_round);
+        let (c1, t1) = (self.published.read(), tsc());
+        (c1.rx_packets - c0.rx_packets) as f64 / (self.ns(t1 - t0) / 1e9) / 1e6
+    }
+}
+
+/// Runs `phases` against a worker forwarding `n` subscribers at load, windows of `seconds`
+/// after a second of warm-up.
+fn with_loaded_worker<T>(
     eal: &'static Eal,
     hz: u64,
     pool: Mempool,
     worker_core: usize,
     n: u32,
     seconds: f64,
-) -> Changes {
-    let (rig, mut ends) = Rig::new(eal, "chg", RING_FRAMES, 1, pool);
+    phases: impl FnOnce(&mut Loaded) -> T,
+) -> T {
+    let (rig, mut ends) = Rig::new(eal, &format!("ctl{n}"), RING_FRAMES, 1, pool);
     let channel = ControlChannel::new(COMMAND_RING);
     let published = PublishedCounters::default();
     let (tables, mut locals) = subscribers(n, Shaping::Rate(RATE), 1);
@@ -157,70 +189,90 @@ pub fn changes(
         n as usize + FLOW_SLACK,
         Arc::clone(&channel),
     );
+    let gauges = Arc::clone(&setup.gauges);
     let mut worker = Worker::new(rig.pairs(), &published, hz).with_shaping(setup, no_handoff());
     let mut generator = Generator::new(pool, n, 1);
     let stop = AtomicBool::new(false);
-    let window = (seconds * hz as f64) as u64;
     let result = std::thread::scope(|scope| {
         let runner = scope.spawn(|| run_pinned(eal, worker_core, || worker.run(&stop)));
-        let mut feed_until = |until: u64, mut each_round: Box<dyn FnMut(u64) + '_>| {
+        let mut feed_until = |until: u64, each_round: &mut dyn FnMut(u64)| {
             while tsc() < until {
                 generator.round(&mut ends.core, &mut ends.access);
                 each_round(tsc());
             }
         };
-        let ns = |cycles: u64| cycles as f64 * 1e9 / hz as f64;
-        // Warm-up, then forwarding alone.
-        feed_until(tsc() + hz, Box::new(|_| {}));
-        let (c0, t0) = (published.read(), tsc());
-        feed_until(t0 + window, Box::new(|_| {}));
-        let (c1, t1) = (published.read(), tsc());
-        let mpps_before = (c1.rx_packets - c0.rx_packets) as f64 / (ns(t1 - t0) / 1e9) / 1e6;
+        feed_until(tsc() + hz, &mut |_| {});
+        let mut loaded = Loaded {
+            channel: &channel,
+            published: &published,
+            gauges: &gauges,
+            hz,
+            window: (seconds * hz as f64) as u64,
+            feed_until: &mut feed_until,
+        };
+        let result = phases(&mut loaded);
+        stop.store(true, Ordering::Relaxed);
+        runner.join().expect("worker");
+        drain_retired(&channel);
+        result
+    });
+    drop(worker);
+    drop(ends);
+    drop(rig);
+    result
+}
+
+/// Single-change latency and sustained changes, with `n` subscribers forwarding at load,
+/// `seconds` per phase after a second of warm-up.
+pub fn changes(
+    eal: &'static Eal,
+    hz: u64,
+    pool: Mempool,
+    worker_core: usize,
+    n: u32,
+    seconds: f64,
+) -> Changes {
+    with_loaded_worker(eal, hz, pool, worker_core, n, seconds, |l| {
+        let mpps_before = l.mpps(&mut |_| {});
+        let channel = l.channel;
 
         // One change at a time, every CHANGE_SPACING_US.
-        let spacing = hz * CHANGE_SPACING_US / 1_000_000;
+        let spacing = l.hz * CHANGE_SPACING_US / 1_000_000;
+        let hz = l.hz;
         let mut latencies: Vec<f64> = Vec::new();
         let mut pending: Option<(u64, u64)> = None; // (applied count to reach, pushed at)
         let mut next_push = tsc();
         let mut k = 0u64;
-        feed_until(
-            tsc() + window,
-            Box::new(|now| {
-                if let Some((target, pushed)) = pending {
-                    if channel.applied() >= target {
-                        latencies.push(ns(now - pushed) / 1e3);
-                        pending = None;
-                    }
-                } else if now >= next_push {
-                    k += 1;
-                    let command = rate_change(k, n);
-                    let target = channel.applied() + 1;
-                    if channel.push(command).is_ok() {
-                        pending = Some((target, tsc()));
-                        next_push = now + spacing;
-                    }
+        let until = tsc() + l.window;
+        (l.feed_until)(until, &mut |now| {
+            if let Some((target, pushed)) = pending {
+                if channel.applied() >= target {
+                    latencies.push((now - pushed) as f64 * 1e6 / hz as f64);
+                    pending = None;
                 }
-            }),
-        );
+            } else if now >= next_push {
+                k += 1;
+                let command = rate_change(k, n);
+                let target = channel.applied() + 1;
+                if channel.push(command).is_ok() {
+                    pending = Some((target, tsc()));
+                    next_push = now + spacing;
+                }
+            }
+        });
         // As many changes as the ring takes.
-        let (a0, c2, t2) = (channel.applied(), published.read(), tsc());
+        let (a0, t0) = (channel.applied(), tsc());
         let mut j = 0u64;
-        feed_until(
-            t2 + window,
-            Box::new(|_| {
-                for _ in 0..64 {
-                    j += 1;
-                    let command = rate_change(j, n);
-                    if channel.push(command).is_err() {
-                        break;
-                    }
+        let mpps_during = l.mpps(&mut |_| {
+            for _ in 0..64 {
+                j += 1;
+                if channel.push(rate_change(j, n)).is_err() {
+                    break;
                 }
-            }),
-        );
-        let (a1, c3, t3) = (channel.applied(), published.read(), tsc());
-        stop.store(true, Ordering::Relaxed);
-        runner.join().expect("worker");
-        let secs = ns(t3 - t2) / 1e9;
+            }
+        });
+        let secs = l.ns(tsc() - t0) / 1e9;
+        let changes_per_second = (channel.applied() - a0) as f64 / secs;
         latencies.sort_by(f64::total_cmp);
         let at = |p: f64| {
             latencies
@@ -233,13 +285,85 @@ pub fn changes(
             apply_p99_us: at(0.99),
             apply_max_us: latencies.last().copied().unwrap_or(f64::NAN),
             samples: latencies.len(),
-            changes_per_second: (a1 - a0) as f64 / secs,
+            changes_per_second,
             mpps_before,
-            mpps_during: (c3.rx_packets - c2.rx_packets) as f64 / secs / 1e6,
+            mpps_during,
         }
-    });
-    drop(worker);
-    drop(ends);
-    drop(rig);
-    result
+    })
+}
+
+/// How often [`refresh_cost`] does the metrics refresh's work: ten times what the appliance
+/// does (once a second), so a cost too small to see at the real rate would show.
+pub const REFRESH_PER_SECOND: u64 = 10;
+
+/// Subscribers whose statistics the refresh asks for: the default cardinality guard.
+const REFRESH_REPORTS: usize = 100;
+
+/// What the metrics refresh costs a forwarding worker: its receive rate alone, then while
+/// the control side does the refresh's worker-facing work [`REFRESH_PER_SECOND`] times a
+/// second (read every instance gauge, ask the owner for the busiest subscribers' statistics
+/// and take the reports back), then alone again. A scrape itself encodes the last snapshot on
+/// an API thread and reaches no worker, so this is all a Prometheus server costs the workers.
+pub fn refresh_cost(
+    eal: &'static Eal,
+    hz: u64,
+    pool: Mempool,
+    worker_core: usize,
+    n: u32,
+    seconds: f64,
+) -> RefreshCost {
+    with_loaded_worker(eal, hz, pool, worker_core, n, seconds, |l| {
+        let alone_before = l.mpps(&mut |_| {});
+        let (channel, gauges) = (l.channel, l.gauges);
+        let every = l.hz / REFRESH_PER_SECOND;
+        let mut next = tsc();
+        let mut refreshes = 0u64;
+        let mut reports = 0usize;
+        let mut busiest: Vec<(u64, u32)> = Vec::with_capacity(gauges.len() / 2);
+        let with_refresh = l.mpps(&mut |now| {
+            while let Some(item) = channel.retired.pop() {
+                reports += usize::from(matches!(item, Retired::Report(_)));
+            }
+            if now < next {
+                return;
+            }
+            next = now + every;
+            refreshes += 1;
+            busiest.clear();
+            busiest.extend(gauges.chunks_exact(2).enumerate().map(|(local, pair)| {
+                let bytes = pair.iter().map(|g| g.arrived_bytes()).sum::<u64>();
+                (
+                    bytes + pair[0].backlog_bytes() + pair[1].backlog_bytes(),
+                    local as u32,
+                )
+            }));
+            let keep = REFRESH_REPORTS.min(busiest.len());
+            if keep > 0 {
+                busiest.select_nth_unstable_by(keep - 1, |a, b| b.0.cmp(&a.0));
+            }
+            for &(_, local) in &busiest[..keep] {
+                let report = SubscriberReport::new(local);
+                let _ = channel.push(Command::Report { local, report });
+            }
+        });
+        let alone_after = l.mpps(&mut |_| {});
+        RefreshCost {
+            mpps_alone: (alone_before + alone_after) / 2.0,
+            mpps_with_refresh: with_refresh,
+            refreshes,
+            reports,
+        }
+    })
+}
+
+/// What [`refresh_cost`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshCost {
+    /// The receive rate without the refresh (the mean of the windows before and after), and
+    /// with it, Mpps.
+    pub mpps_alone: f64,
+    pub mpps_with_refresh: f64,
+    /// Refreshes done and reports the worker filled meanwhile.
+    pub refreshes: u64,
+    pub reports: usize,
 }

@@ -13,6 +13,10 @@
 //!   thread (to within one generator round, about a microsecond).
 //! - sustained: changes pushed as fast as the ring takes them, with the forwarding rate
 //!   meanwhile against the rate without changes.
+//! - metrics refresh: what the once-a-second refresh behind `/metrics` costs a worker
+//!   forwarding 100,000 subscribers (it reads every instance gauge the worker writes and asks
+//!   the owner for the busiest subscribers' statistics), at its real rate and ten times it,
+//!   against the rate without, between windows of forwarding alone.
 
 use crate::generator::Generator;
 use crate::run_pinned;
@@ -166,18 +170,30 @@ impl Loaded<'_> {
     }
 }
 
-/// Runs `phases` against a worker forwarding `n` subscribers at load, windows of `seconds`
-/// after a second of warm-up.
-fn with_loaded_worker<T>(
+/// Where a loaded worker runs: the EAL, its TSC rate, the pool, the worker's core.
+struct WorkerAt {
     eal: &'static Eal,
     hz: u64,
     pool: Mempool,
     worker_core: usize,
+}
+
+/// Runs `phases` against a worker forwarding `n` subscribers at load, windows of `seconds`
+/// after a second of warm-up.
+fn with_loaded_worker<T>(
+    name: &str,
+    at: WorkerAt,
     n: u32,
     seconds: f64,
     phases: impl FnOnce(&mut Loaded) -> T,
 ) -> T {
-    let (rig, mut ends) = Rig::new(eal, &format!("ctl{n}"), RING_FRAMES, 1, pool);
+    let WorkerAt {
+        eal,
+        hz,
+        pool,
+        worker_core,
+    } = at;
+    let (rig, mut ends) = Rig::new(eal, name, RING_FRAMES, 1, pool);
     let channel = ControlChannel::new(COMMAND_RING);
     let published = PublishedCounters::default();
     let (tables, mut locals) = subscribers(n, Shaping::Rate(RATE), 1);
@@ -232,7 +248,13 @@ pub fn changes(
     n: u32,
     seconds: f64,
 ) -> Changes {
-    with_loaded_worker(eal, hz, pool, worker_core, n, seconds, |l| {
+    let at = WorkerAt {
+        eal,
+        hz,
+        pool,
+        worker_core,
+    };
+    with_loaded_worker("chg", at, n, seconds, |l| {
         let mpps_before = l.mpps(&mut |_| {});
         let channel = l.channel;
 
@@ -292,51 +314,71 @@ pub fn changes(
     })
 }
 
-/// How often [`refresh_cost`] does the metrics refresh's work: ten times what the appliance
-/// does (once a second), so a cost too small to see at the real rate would show.
-pub const REFRESH_PER_SECOND: u64 = 10;
-
 /// Subscribers whose statistics the refresh asks for: the default cardinality guard.
 const REFRESH_REPORTS: usize = 100;
 
+/// Subscribers whose gauges [`refresh_cost`] reads between two generator rounds.
+const REFRESH_SLICE: usize = 512;
+
 /// What the metrics refresh costs a forwarding worker: its receive rate alone, then while
-/// the control side does the refresh's worker-facing work [`REFRESH_PER_SECOND`] times a
-/// second (read every instance gauge, ask the owner for the busiest subscribers' statistics
-/// and take the reports back), then alone again. A scrape itself encodes the last snapshot on
-/// an API thread and reaches no worker, so this is all a Prometheus server costs the workers.
+/// the control side does the refresh's worker-facing work `per_second` times a second (read
+/// every instance gauge, ask the owner for the busiest subscribers' statistics and take the
+/// reports back), then alone again. The appliance refreshes once a second; a scrape itself
+/// encodes the last snapshot on an API thread and reaches no worker, so this is all a
+/// Prometheus server costs the workers.
 pub fn refresh_cost(
     eal: &'static Eal,
     hz: u64,
     pool: Mempool,
     worker_core: usize,
     n: u32,
+    per_second: u64,
     seconds: f64,
 ) -> RefreshCost {
-    with_loaded_worker(eal, hz, pool, worker_core, n, seconds, |l| {
+    let name = format!("rf{per_second}");
+    let at = WorkerAt {
+        eal,
+        hz,
+        pool,
+        worker_core,
+    };
+    with_loaded_worker(&name, at, n, seconds, |l| {
         let alone_before = l.mpps(&mut |_| {});
         let (channel, gauges) = (l.channel, l.gauges);
-        let every = l.hz / REFRESH_PER_SECOND;
+        let every = l.hz / per_second.max(1);
         let mut next = tsc();
         let mut refreshes = 0u64;
         let mut reports = 0usize;
         let mut busiest: Vec<(u64, u32)> = Vec::with_capacity(gauges.len() / 2);
+        // The appliance refreshes on its own control thread; here the generator's thread does
+        // it, in slices between rounds, so the worker's RX ring never runs dry meanwhile and
+        // what is measured is the worker's cost alone (its gauge lines read, reports filled).
+        let mut cursor: Option<usize> = None;
         let with_refresh = l.mpps(&mut |now| {
             while let Some(item) = channel.retired.pop() {
                 reports += usize::from(matches!(item, Retired::Report(_)));
             }
-            if now < next {
+            let Some(from) = cursor else {
+                if now >= next {
+                    next = now + every;
+                    refreshes += 1;
+                    busiest.clear();
+                    cursor = Some(0);
+                }
+                return;
+            };
+            let pairs = gauges.len() / 2;
+            let to = (from + REFRESH_SLICE).min(pairs);
+            busiest.extend((from..to).map(|local| {
+                let (d, u) = (&gauges[2 * local], &gauges[2 * local + 1]);
+                let bytes = d.arrived_bytes() + u.arrived_bytes();
+                (bytes + d.backlog_bytes() + u.backlog_bytes(), local as u32)
+            }));
+            if to < pairs {
+                cursor = Some(to);
                 return;
             }
-            next = now + every;
-            refreshes += 1;
-            busiest.clear();
-            busiest.extend(gauges.chunks_exact(2).enumerate().map(|(local, pair)| {
-                let bytes = pair.iter().map(|g| g.arrived_bytes()).sum::<u64>();
-                (
-                    bytes + pair[0].backlog_bytes() + pair[1].backlog_bytes(),
-                    local as u32,
-                )
-            }));
+            cursor = None;
             let keep = REFRESH_REPORTS.min(busiest.len());
             if keep > 0 {
                 busiest.select_nth_unstable_by(keep - 1, |a, b| b.0.cmp(&a.0));

@@ -241,9 +241,12 @@ struct ControlResults {
     forwarding_mpps_during: f64,
     forwarding_mpps_before: f64,
     /// The worker's receive rate at [`METRICS_SUBSCRIBERS`] subscribers while the control
-    /// side does the metrics refresh's work ten times a second, and without (Mpps).
+    /// side does the metrics refresh's work once a second (as the appliance does), and
+    /// without (Mpps); the same at ten times a second.
     metrics_refresh_mpps_during: f64,
     metrics_refresh_mpps_before: f64,
+    metrics_refresh_10x_mpps_during: f64,
+    metrics_refresh_10x_mpps_before: f64,
 }
 
 /// Subscribers of the box whose metrics refresh is measured (issue 5: "a scrape of a box with
@@ -511,20 +514,38 @@ fn control_suite(
         "  sustained: {:.0} changes per second; forwarding {:.2} Mpps meanwhile, {:.2} Mpps without",
         c.changes_per_second, c.mpps_during, c.mpps_before
     );
-    let r = control::refresh_cost(eal, hz, pool, worker_core, METRICS_SUBSCRIBERS, seconds);
-    println!(
-        "  metrics refresh ({METRICS_SUBSCRIBERS} subscribers, {} refreshes, {} a second, each \
-         reading every gauge and asking for the 100 busiest subscribers' statistics; {} reports \
-         filled): forwarding {:.2} Mpps meanwhile, {:.2} Mpps without",
-        r.refreshes,
-        control::REFRESH_PER_SECOND,
-        r.reports,
-        r.mpps_with_refresh,
-        r.mpps_alone
-    );
+    // At the appliance's rate (once a second), and ten times as often, where the cost (the
+    // worker's gauge lines pulled away by the reads) is large enough to see on this machine.
+    let refresh: Vec<(u64, control::RefreshCost)> = [1, 10]
+        .into_iter()
+        .map(|per_second| {
+            let r = control::refresh_cost(
+                eal,
+                hz,
+                pool,
+                worker_core,
+                METRICS_SUBSCRIBERS,
+                per_second,
+                seconds,
+            );
+            println!(
+                "  metrics refresh {per_second:>2} a second ({METRICS_SUBSCRIBERS} subscribers; each \
+                 reads every gauge and asks for the 100 busiest subscribers' statistics; {} \
+                 refreshes, {} reports): forwarding {:.2} Mpps meanwhile, {:.2} Mpps without \
+                 ({:.3})",
+                r.refreshes,
+                r.reports,
+                r.mpps_with_refresh,
+                r.mpps_alone,
+                r.mpps_with_refresh / r.mpps_alone
+            );
+            (per_second, r)
+        })
+        .collect();
+    let r = refresh[0].1;
     targets.push(Target::at_least(
-        "forwarding with the metrics refresh at 10 times its rate / without",
-        0.95,
+        "forwarding with the metrics refresh (once a second) / without",
+        0.97,
         r.mpps_with_refresh / r.mpps_alone,
     ));
     if let Some(&s) = load_seconds.get(&1_000_000) {
@@ -550,6 +571,8 @@ fn control_suite(
         forwarding_mpps_before: c.mpps_before,
         metrics_refresh_mpps_during: r.mpps_with_refresh,
         metrics_refresh_mpps_before: r.mpps_alone,
+        metrics_refresh_10x_mpps_during: refresh[1].1.mpps_with_refresh,
+        metrics_refresh_10x_mpps_before: refresh[1].1.mpps_alone,
     }
 }
 
@@ -593,6 +616,9 @@ fn shaping_suite(
     );
     // First, before any case frees memory the allocator could hand back unseen.
     println!("  measuring the memory of {idle_subscribers} idle subscribers...");
+    // The flow pool first: the idle subscribers' freed instances would hold it unseen, while
+    // the pool (one large mapping) goes back to the kernel when freed.
+    let bytes_per_active_flow = Some(shaped::bytes_per_flow());
     let idle = shaped::idle_memory(eal, hz, pool, idle_subscribers);
     let per_subscriber = idle as f64 / f64::from(idle_subscribers);
     let mut count = 0;
@@ -829,7 +855,6 @@ fn shaping_suite(
         );
         record(&m);
     }
-    let bytes_per_active_flow = Some(shaped::bytes_per_flow());
 
     // The references run on one core: against them, the shaped figure is per worker.
     let workers = plan.workers() as f64;

@@ -77,6 +77,7 @@ fn drain_retired(channel: &ControlChannel) {
         match item {
             Retired::Tables(t) => drop(t),
             Retired::Instances(i) => drop(i),
+            Retired::Configs(c) => drop(c),
             Retired::Report(r) => drop(r),
         }
     }

@@ -33,8 +33,8 @@ use sheetcake_dataplane::shaping::{
     instance_gauges, ControlChannel, LocalSubscriber, Owner, SubscriberTables,
 };
 use sheetcake_dataplane::worker::{
-    DropReason, Handoff, PairQueues, PortQueues, PublishedCounters, ShapingSetup, Worker,
-    WorkerCounters,
+    placeholder_config, DropReason, Handoff, PairQueues, PortQueues, PublishedCounters,
+    ShapingSetup, Worker, WorkerCounters,
 };
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -547,6 +547,7 @@ pub fn setup_with(
         seed: 1 + worker as u64,
         gauges: instance_gauges(slots),
         default_class: [None, None],
+        idle: [placeholder_config(); 2],
     }
 }
 

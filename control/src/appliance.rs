@@ -389,6 +389,7 @@ fn run_workers(
                             channel: Arc::clone(&channels[w]),
                             gauges: Arc::clone(&gauges[w]),
                             default_class,
+                            idle: crate::live::idle_configs(&settings.shaping.defaults),
                         },
                         Handoff { to, from },
                     ))

@@ -584,7 +584,7 @@ mod tests {
     use super::*;
     use crate::api::NodePatch;
     use crate::registry::Registry;
-    use sheetcake_dataplane::shaping::{instance_gauges, ControlChannel};
+    use sheetcake_dataplane::shaping::{instance_gauges, Command, ControlChannel};
 
     /// Shaping state with one worker that never runs: commands just queue.
     fn live() -> LiveShaping<Asker> {
@@ -674,6 +674,59 @@ mod tests {
             live.registry().get("alice").unwrap().subscriber.upload,
             before.upload
         );
+    }
+
+    /// The kinds of the commands queued for the (never running) worker, taking them.
+    fn drain(live: &LiveShaping<Asker>) -> Vec<&'static str> {
+        let mut kinds = Vec::new();
+        while let Some(c) = live.channels()[0].commands.pop() {
+            kinds.push(match c {
+                Command::Configure { .. } => "configure",
+                Command::Upsert { .. } => "upsert",
+                Command::Tables(_) => "tables",
+                Command::Remove { .. } => "remove",
+                _ => "other",
+            });
+        }
+        kinds
+    }
+
+    /// A subscriber on the defaults' tins is configured in place in its slot's idle instances
+    /// (nothing built); one with other tins gets instances built; after its removal the slot
+    /// holds idle ones again.
+    #[test]
+    fn changes_that_keep_the_tins_build_no_instance() {
+        let mut live = live();
+        let put = |options: &str| {
+            Route::PutSubscriber(
+                "alice".into(),
+                body(&format!(
+                    r#"{{"addresses": ["100.64.0.7"], "download": "20mbit", "upload": "5mbit"{options}}}"#
+                )),
+            )
+        };
+        assert_eq!(call(&mut live, put("")).0, 201);
+        assert_eq!(drain(&live), ["configure", "tables"]);
+        // Other tins: built. Back to the defaults' tins: built again (the slot holds diffserv8).
+        assert_eq!(
+            call(&mut live, put(r#", "download_options": "diffserv8""#)).0,
+            200
+        );
+        assert_eq!(drain(&live), ["upsert"]);
+        assert_eq!(
+            call(&mut live, put(r#", "download_options": "diffserv8 nat""#)).0,
+            200
+        );
+        assert_eq!(drain(&live), ["configure"]);
+        assert_eq!(call(&mut live, put("")).0, 200);
+        assert_eq!(drain(&live), ["upsert"]);
+        assert_eq!(
+            call(&mut live, Route::DeleteSubscriber("alice".into())).0,
+            200
+        );
+        assert_eq!(drain(&live), ["tables", "remove"]);
+        assert_eq!(call(&mut live, put("")).0, 201);
+        assert_eq!(drain(&live), ["configure", "tables"]);
     }
 
     /// Every node route with good and bad input, as docs/api.md promises: 201 then 200, the

@@ -2,16 +2,20 @@
 //! workers, and how the control thread learns it is in force.
 //!
 //! The [`Registry`] validates a change and says what must happen ([`Plan`]); nothing is sent
-//! unless all of it was accepted. Then, per worker and in this order: instances for
-//! subscribers added or whose CAKE changed (a subscriber already present keeps its queued
-//! frames and flows: the worker applies the new configuration in place), the new address
+//! unless all of it was accepted. Then, per worker and in this order: for subscribers added
+//! or whose CAKE changed, the new configuration, applied in place by the worker when the slot
+//! already holds the tins it needs (an empty slot holds idle instances with the defaults'
+//! tins, so a subscriber added on the default options, or a plan change, builds nothing),
+//! else new instances built here (a subscriber already present keeps its queued frames and
+//! flows either way), then the new address
 //! tables if any address moved, and removals (their queued frames are freed). Unchanged
 //! subscribers are not touched at all. Every command has a sequence number on its worker's
 //! channel; the change is in force when each worker involved has applied up to its last one.
 
 use crate::registry::{Change, Plan, Refusal, Registry, Summary};
-use crate::subscribers::{Defaults, Subscriber, SubscriberSet, SubscriberSource};
-use sheetcake_cake::{Cake, InstanceSetup};
+use crate::subscribers::{Defaults, SubscriberSet, SubscriberSource};
+use sheetcake_cake::config::TinMode;
+use sheetcake_cake::{Cake, CakeConfig, InstanceSetup};
 use sheetcake_dataplane::shaping::{
     Command, ControlChannel, InstanceGauges, Retired, SubscriberReport,
 };
@@ -25,32 +29,25 @@ pub fn worker_seed(w: usize) -> u64 {
     0x5eed_0000 + w as u64
 }
 
-/// Builds the two instances of local subscriber `local` on worker `w`.
-pub fn instances(s: &Subscriber, w: usize, local: u32) -> Box<[Cake; 2]> {
+/// Builds the two instances (download, upload) of local subscriber `local` on worker `w`.
+fn built(configs: [CakeConfig; 2], w: usize, local: u32) -> Box<[Cake; 2]> {
     let id = 2 * local;
     let seed = worker_seed(w);
     Box::new([
-        Cake::new(s.download, InstanceSetup::new(id, seed ^ u64::from(id))),
+        Cake::new(configs[0], InstanceSetup::new(id, seed ^ u64::from(id))),
         Cake::new(
-            s.upload,
+            configs[1],
             InstanceSetup::new(id + 1, seed ^ u64::from(id + 1)),
         ),
     ])
 }
 
-fn placeholders(w: usize, local: u32) -> Box<[Cake; 2]> {
-    let id = 2 * local;
-    let seed = worker_seed(w);
-    Box::new([
-        Cake::new(
-            placeholder_config(),
-            InstanceSetup::new(id, seed ^ u64::from(id)),
-        ),
-        Cake::new(
-            placeholder_config(),
-            InstanceSetup::new(id + 1, seed ^ u64::from(id + 1)),
-        ),
-    ])
+/// The configuration of the idle instances in empty slots: the defaults' tin modes (and the
+/// rest of their words), so a subscriber added on the defaults is configured in place.
+pub fn idle_configs(defaults: &Defaults) -> [CakeConfig; 2] {
+    // The defaults were validated with the configuration.
+    [&defaults.download, &defaults.upload]
+        .map(|words| CakeConfig::parse(words).unwrap_or_else(|_| placeholder_config()))
 }
 
 /// A change sent to the workers.
@@ -96,6 +93,11 @@ pub struct LiveShaping<R> {
     answered: Vec<(R, String, Box<SubscriberReport>)>,
     /// Statistics back for SIGUSR1, with their rank (the ones still out are in `waiting`).
     signal_reports: Vec<(usize, String, Box<SubscriberReport>)>,
+    /// What the idle instances of empty slots are built with (the workers' too).
+    idle: [CakeConfig; 2],
+    /// The tin modes each occupied slot holds, by (worker, local), where they are not the idle
+    /// ones: a change keeping them is sent as an in-place [`Command::Configure`].
+    tins_held: HashMap<(u16, u32), [TinMode; 2]>,
 }
 
 impl<R> LiveShaping<R> {
@@ -107,6 +109,19 @@ impl<R> LiveShaping<R> {
         channels: Vec<Arc<ControlChannel>>,
         gauges: Vec<InstanceGauges>,
     ) -> LiveShaping<R> {
+        let idle = idle_configs(&defaults);
+        let idle_tins = idle.map(|c| c.tin_mode);
+        let tins_held = registry
+            .entries()
+            .map(|e| {
+                let s = &e.subscriber;
+                (
+                    (e.owner.worker, e.owner.local),
+                    [s.download.tin_mode, s.upload.tin_mode],
+                )
+            })
+            .filter(|(_, tins)| *tins != idle_tins)
+            .collect();
         LiveShaping {
             source,
             defaults,
@@ -116,6 +131,8 @@ impl<R> LiveShaping<R> {
             waiting: HashMap::new(),
             answered: Vec::new(),
             signal_reports: Vec::new(),
+            idle,
+            tins_held,
         }
     }
 
@@ -153,6 +170,7 @@ impl<R> LiveShaping<R> {
                 match item {
                     Retired::Tables(t) => drop(t),
                     Retired::Instances(i) => drop(i),
+                    Retired::Configs(c) => drop(c),
                     Retired::Report(r) => {
                         // A subscriber removed meanwhile has nobody waiting.
                         let Some(waiters) = self.waiting.remove(&(w as u16, r.local)) else {
@@ -270,12 +288,29 @@ impl<R> LiveShaping<R> {
         let planned_in = started.elapsed().saturating_sub(checked_in);
         let mut last = vec![0; self.channels.len()];
         // Instances first, so frames classified by the new tables find them.
+        let idle_tins = self.idle.map(|c| c.tin_mode);
         for (owner, s) in &plan.upserts {
             let w = owner.worker as usize;
-            let command = Command::Upsert {
-                local: owner.local,
-                instances: instances(s, w, owner.local),
+            let slot = (owner.worker, owner.local);
+            let configs = [s.download, s.upload];
+            let tins = configs.map(|c| c.tin_mode);
+            let held = self.tins_held.get(&slot).copied().unwrap_or(idle_tins);
+            let command = if tins == held {
+                Command::Configure {
+                    local: owner.local,
+                    configs: Box::new(configs),
+                }
+            } else {
+                Command::Upsert {
+                    local: owner.local,
+                    instances: built(configs, w, owner.local),
+                }
             };
+            if tins == idle_tins {
+                self.tins_held.remove(&slot);
+            } else {
+                self.tins_held.insert(slot, tins);
+            }
             last[w] = self.send(w, command);
         }
         if let Some(tables) = plan.tables {
@@ -288,8 +323,9 @@ impl<R> LiveShaping<R> {
             let w = owner.worker as usize;
             let command = Command::Remove {
                 local: owner.local,
-                placeholders: placeholders(w, owner.local),
+                placeholders: built(self.idle, w, owner.local),
             };
+            self.tins_held.remove(&(owner.worker, owner.local));
             last[w] = self.send(w, command);
             // Statistics asked for and not back are for nobody now.
             self.waiting.remove(&(owner.worker, owner.local));

@@ -86,6 +86,19 @@ pub enum Command {
         /// Its instances, built with the new configuration (ids `2 * local` and `+ 1`).
         instances: Box<[Cake; 2]>,
     },
+    /// Add subscriber `local`, or change its configuration, in place: the instances the slot
+    /// holds (a subscriber's, or the idle ones of an empty slot, see
+    /// [`crate::worker::ShapingSetup::idle`]) take `configs` (download, upload), keeping their
+    /// queues and flows. The control thread sends it only when the tin modes are those the
+    /// slot holds, so the worker needs no memory: the commonest changes (a subscriber added on
+    /// the default options, a plan change) build no instance. The box comes back as
+    /// [`Retired::Configs`] (boxed to keep every command small in the ring).
+    Configure {
+        /// The subscriber's local index.
+        local: u32,
+        /// The new configurations.
+        configs: Box<[CakeConfig; 2]>,
+    },
     /// Change the rate of one instance in place (`2 * local` download, `+ 1` upload), keeping
     /// its queues, flows and every other option: how the control thread shares a parent
     /// node's capacity. Ignored for a slot that holds no subscriber. Needs no memory, so
@@ -123,6 +136,8 @@ pub enum Retired {
     Instances(Box<[Cake; 2]>),
     /// A filled [`Command::Report`].
     Report(Box<SubscriberReport>),
+    /// The configurations of an applied [`Command::Configure`].
+    Configs(Box<[CakeConfig; 2]>),
 }
 
 /// One direction of a subscriber as `tc -s qdisc show` reports a cake qdisc: the instance's

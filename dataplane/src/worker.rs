@@ -369,6 +369,11 @@ pub struct ShapingSetup {
     /// The default class's CAKE for unicast IP traffic of no subscriber, per direction
     /// (download, upload); `None` passes that traffic through unshaped.
     pub default_class: [Option<CakeConfig>; 2],
+    /// The configuration of the idle instances in unused slots (download, upload). A
+    /// subscriber added with these tin modes is configured in place ([`Command::Configure`]):
+    /// the appliance gives the default options, so most additions build nothing;
+    /// [`placeholder_config`] is the smallest.
+    pub idle: [CakeConfig; 2],
 }
 
 /// The shaping state of a worker.
@@ -476,7 +481,7 @@ impl<'port, 'shared> Worker<'port, 'shared> {
                     None if local == default_local => setup
                         .default_class
                         .map(|c| c.unwrap_or_else(placeholder_config)),
-                    None => [placeholder_config(); 2],
+                    None => setup.idle,
                 };
                 [
                     Cake::new(down, InstanceSetup::new(id, setup.seed ^ u64::from(id))),
@@ -877,16 +882,31 @@ impl Shaper {
                                 .saturating_sub(u64::from(before));
                             }
                         }
-                        self.gauges[id].set_backlog(current.backlog_bytes());
-                        self.fattest.set(id as u32, current.backlog_packets());
-                        // Serve it at once: a new rate may allow the next frame earlier.
-                        if current.backlog_packets() > 0 {
-                            self.wheel.cancel(id as u32);
-                            self.ready.push(id as u32);
-                        }
+                        self.settle(id);
                     }
                     self.present[local] = true;
                     Some(Retired::Instances(instances))
+                }
+                Command::Configure { local, configs } => {
+                    let local = local as usize;
+                    for (dir, &config) in configs.iter().enumerate() {
+                        let id = 2 * local + dir;
+                        let Some(cake) = self.cakes.get_mut(id) else {
+                            continue;
+                        };
+                        debug_assert_eq!(cake.config().tin_mode, config.tin_mode);
+                        // Same tins: in place. (Were they not, set_config would re-file the
+                        // queued frames into new tins: right, only not free of allocation.)
+                        cake.set_config(&mut self.pool, config, now, &mut |m, r| {
+                            counters.drop_queued(m, DropReason::from_cake(r));
+                            counters.queued -= 1;
+                        });
+                        self.settle(id);
+                    }
+                    if let Some(p) = self.present.get_mut(local) {
+                        *p = true;
+                    }
+                    Some(Retired::Configs(configs))
                 }
                 Command::Remove {
                     local,
@@ -915,6 +935,19 @@ impl Shaper {
                 std::mem::forget(item);
             }
             self.channel.count_applied();
+        }
+    }
+
+    /// After instance `id`'s configuration changed: its gauges follow, and it is served at
+    /// once if it holds frames (a new rate may allow the next one earlier than the wheel has
+    /// it).
+    fn settle(&mut self, id: usize) {
+        let cake = &self.cakes[id];
+        self.gauges[id].set_backlog(cake.backlog_bytes());
+        self.fattest.set(id as u32, cake.backlog_packets());
+        if cake.backlog_packets() > 0 {
+            self.wheel.cancel(id as u32);
+            self.ready.push(id as u32);
         }
     }
 

@@ -6,7 +6,9 @@ use sheetcake_cake::tins::tin_class_name;
 use sheetcake_cake::CakeConfig;
 use sheetcake_dataplane::dpdk::{Mbuf, MbufBuffer};
 use sheetcake_dataplane::shaping::{instance_gauges, ControlChannel, Owner};
-use sheetcake_dataplane::worker::{Handoff, PublishedCounters, ShapingSetup, TinCounters, Worker};
+use sheetcake_dataplane::worker::{
+    placeholder_config, Handoff, PublishedCounters, ShapingSetup, TinCounters, Worker,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +66,7 @@ fn unknown_unicast_is_shaped_by_the_default_class_and_network_traffic_is_not() {
         seed: 3,
         gauges: instance_gauges(1),
         default_class: [Some(class), None],
+        idle: [placeholder_config(); 2],
     };
     let published = PublishedCounters::default();
     let stop = AtomicBool::new(false);

@@ -13,7 +13,8 @@ use sheetcake_cake::{CakeConfig, InstanceSetup};
 use sheetcake_dataplane::dpdk::{tsc, Mbuf, MbufBuffer};
 use sheetcake_dataplane::shaping::{instance_gauges, ControlChannel, LocalSubscriber, Owner};
 use sheetcake_dataplane::worker::{
-    DropReason, Handoff, PublishedCounters, ShapingSetup, Worker, TIN_DROP_REASONS,
+    placeholder_config, DropReason, Handoff, PublishedCounters, ShapingSetup, Worker,
+    TIN_DROP_REASONS,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -100,6 +101,7 @@ fn a_10_gbit_flood_at_one_subscriber_costs_another_no_probe_and_no_delay() {
         seed: 7,
         gauges,
         default_class: [None, None],
+        idle: [placeholder_config(); 2],
     };
 
     let published = PublishedCounters::default();

@@ -8,7 +8,7 @@ use sheetcake_cake::CakeConfig;
 use sheetcake_dataplane::dpdk::{mbuf_ring, Mbuf, MbufBuffer};
 use sheetcake_dataplane::shaping::{instance_gauges, ControlChannel, LocalSubscriber, Owner};
 use sheetcake_dataplane::worker::{
-    Handoff, PublishedCounters, ShapingSetup, Worker, WorkerCounters,
+    placeholder_config, Handoff, PublishedCounters, ShapingSetup, Worker, WorkerCounters,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -109,6 +109,7 @@ fn frames_reach_their_owner_directly_or_through_the_handoff_ring_and_leave_by_it
                         seed: w as u64,
                         gauges: instance_gauges(2),
                         default_class: [None, None],
+                        idle: [placeholder_config(); 2],
                     };
                     let mut worker =
                         Worker::new(vec![pair], published, hz).with_shaping(setup, handoff);

@@ -101,14 +101,18 @@ fn plan_shaping(
     let mut locals: Vec<Vec<LocalSubscriber>> = (0..workers).map(|_| Vec::new()).collect();
     let mut upserts = plan.upserts;
     upserts.sort_by_key(|(owner, _)| (owner.worker, owner.local));
-    for (owner, s) in upserts {
+    for (owner, [download, upload]) in upserts {
         let mine = &mut locals[owner.worker as usize];
         // A fresh registry hands out each worker's slots from 0 up.
         debug_assert_eq!(owner.local as usize, mine.len());
+        let id = registry
+            .at(owner.worker as usize, owner.local as usize)
+            .map(|e| e.subscriber.id.clone())
+            .unwrap_or_default();
         mine.push(LocalSubscriber {
-            id: s.id,
-            download: s.download,
-            upload: s.upload,
+            id,
+            download,
+            upload,
         });
     }
     let tables = plan.tables.unwrap_or_default();

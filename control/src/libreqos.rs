@@ -327,8 +327,6 @@ impl Layout {
 /// One device row, as written.
 struct Row {
     line: Option<usize>,
-    /// The row in errors: `row 7 (circuit)`.
-    name: String,
     circuit: String,
     parent: String,
     ipv4: String,
@@ -348,6 +346,14 @@ struct Sqm {
     text: String,
     down: Option<String>,
     up: Option<String>,
+}
+
+impl Row {
+    /// The row in errors: `row 7 (circuit)` (made only for an error: a million rows would
+    /// otherwise format a million names).
+    fn name(&self) -> String {
+        Checker::record_name(&row_label(self.line), &self.circuit)
+    }
 }
 
 fn row_label(line: Option<usize>) -> String {
@@ -433,7 +439,7 @@ impl Circuit {
                     errors.push(error(
                         file,
                         row.line,
-                        format!("{}.{SQM}", row.name),
+                        format!("{}.{SQM}", row.name()),
                         format!(
                             "{SQM} is {:?} here but {:?} on line {}; every row of circuit {:?} \
                              is one subscriber, so the rows must agree",
@@ -468,7 +474,7 @@ impl Circuit {
             errors.push(error(
                 file,
                 row.line,
-                format!("{}.{field}", row.name),
+                format!("{}.{field}", row.name()),
                 format!(
                     "{field} is {ours:?} here but {theirs:?} on line {}, the first row of \
                      circuit {:?}; every row of a circuit is one subscriber, so the rows must agree",
@@ -532,7 +538,7 @@ fn check_row(row: &Row, parent_id: &str, file: &str, errors: &mut Vec<ConfigErro
         errors.push(error(
             file,
             row.line,
-            format!("{}.{field}", row.name),
+            format!("{}.{field}", row.name()),
             message,
         ));
     };
@@ -599,7 +605,7 @@ pub fn parse_shaped_devices(text: &str, file: &str) -> Result<Records, Vec<Confi
     };
     let mut errors = Vec::new();
     let mut layout: Option<(Layout, usize)> = None;
-    let mut circuits: Vec<Circuit> = Vec::new();
+    let mut circuits: Vec<Circuit> = Vec::with_capacity(text.len() / 80);
     let mut by_id: IdMap<usize> = IdMap::default();
     // About one circuit per 80 bytes of file: no rehashing as the map grows.
     by_id.reserve(text.len() / 80);
@@ -629,13 +635,12 @@ pub fn parse_shaped_devices(text: &str, file: &str) -> Result<Records, Vec<Confi
             }
             continue;
         };
-        let label = row_label(line);
         let field = |i: usize| record.get(i).unwrap_or_default().to_owned();
         if record.len() != *width {
             errors.push(error(
                 file,
                 line,
-                label,
+                row_label(line),
                 format!(
                     "the row has {} fields but the header has {width}; a field holding a comma \
                      must be in double quotes, like \"100.64.0.1, 100.64.0.2\"",
@@ -646,7 +651,6 @@ pub fn parse_shaped_devices(text: &str, file: &str) -> Result<Records, Vec<Confi
         }
         let circuit = field(columns.circuit);
         let sqm_text = columns.sqm.map(&field).unwrap_or_default();
-        let name = Checker::record_name(&label, &circuit);
         let sqm = if sqm_text.is_empty() {
             None
         } else {
@@ -658,6 +662,7 @@ pub fn parse_shaped_devices(text: &str, file: &str) -> Result<Records, Vec<Confi
                     up,
                 }),
                 Err(message) => {
+                    let name = Checker::record_name(&row_label(line), &circuit);
                     errors.push(error(file, line, format!("{name}.{SQM}"), message));
                     None
                 }
@@ -665,7 +670,6 @@ pub fn parse_shaped_devices(text: &str, file: &str) -> Result<Records, Vec<Confi
         };
         let row = Row {
             line,
-            name,
             circuit,
             parent: field(columns.parent),
             ipv4: field(columns.ipv4),

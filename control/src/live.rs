@@ -289,10 +289,9 @@ impl<R> LiveShaping<R> {
         let mut last = vec![0; self.channels.len()];
         // Instances first, so frames classified by the new tables find them.
         let idle_tins = self.idle.map(|c| c.tin_mode);
-        for (owner, s) in &plan.upserts {
+        for &(owner, configs) in &plan.upserts {
             let w = owner.worker as usize;
             let slot = (owner.worker, owner.local);
-            let configs = [s.download, s.upload];
             let tins = configs.map(|c| c.tin_mode);
             let held = self.tins_held.get(&slot).copied().unwrap_or(idle_tins);
             let command = if tins == held {

@@ -16,9 +16,9 @@
 use crate::address_space::AddressSpace;
 use crate::config::ConfigError;
 use crate::subscribers::{Node, Subscriber, SubscriberSet};
+use sheetcake_cake::CakeConfig;
 use sheetcake_dataplane::classify::{AddressTable, SubscriberSlot};
-use sheetcake_dataplane::shaping::{owner_worker, Fnv1a};
-use sheetcake_dataplane::shaping::{Owner, SubscriberTables};
+use sheetcake_dataplane::shaping::{owner_worker, Fnv1a, Owner, SubscriberTables};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 
@@ -47,8 +47,9 @@ pub struct Summary {
 pub struct Plan {
     /// What changed.
     pub summary: Summary,
-    /// Subscribers to (re)build instances for: added, or their CAKE changed.
-    pub upserts: Vec<(Owner, Subscriber)>,
+    /// Slots whose CAKE configuration (download, upload) is new: subscribers added, or whose
+    /// CAKE changed. Only the configurations: the rest is in the registry.
+    pub upserts: Vec<(Owner, [CakeConfig; 2])>,
     /// Subscribers removed.
     pub removes: Vec<Owner>,
     /// New address tables, when any address or owner changed.
@@ -227,7 +228,8 @@ impl Registry {
                     let old = &old.subscriber;
                     if old.download != s.download || old.upload != s.upload {
                         plan.summary.changed += 1;
-                        plan.upserts.push((owners[owners.len() - 1], s.clone()));
+                        plan.upserts
+                            .push((owners[owners.len() - 1], [s.download, s.upload]));
                     } else if old.node != s.node || old.prefixes != s.prefixes {
                         plan.summary.changed += 1;
                     } else {
@@ -238,7 +240,7 @@ impl Registry {
                     let owner = Self::take_local(&mut free, &s.id, self.workers)?;
                     owners.push(owner);
                     plan.summary.added += 1;
-                    plan.upserts.push((owner, s.clone()));
+                    plan.upserts.push((owner, [s.download, s.upload]));
                 }
             }
         }
@@ -464,7 +466,7 @@ impl Registry {
                         plan.nodes_changed |= s.node.is_some() || old.subscriber.node.is_some();
                     }
                     if cake_changed {
-                        plan.upserts.push((old.owner, s.clone()));
+                        plan.upserts.push((old.owner, [s.download, s.upload]));
                     }
                     if s == old.subscriber {
                         plan.summary.unchanged += 1;
@@ -501,7 +503,7 @@ impl Registry {
                     tables_changed = true;
                     plan.summary.added += 1;
                     plan.nodes_changed |= s.node.is_some();
-                    plan.upserts.push((owner, s.clone()));
+                    plan.upserts.push((owner, [s.download, s.upload]));
                     self.subscribers.insert(
                         id,
                         Entry {
@@ -588,7 +590,17 @@ upload = "20mbit"
             }
         );
         // Only carol (new) and bob (rate) get instances; alice keeps her owner.
-        let ids: Vec<&str> = second.upserts.iter().map(|(_, s)| s.id.as_str()).collect();
+        let ids: Vec<&str> = second
+            .upserts
+            .iter()
+            .map(|(o, _)| {
+                r.at(o.worker as usize, o.local as usize)
+                    .unwrap()
+                    .subscriber
+                    .id
+                    .as_str()
+            })
+            .collect();
         assert_eq!(ids, ["carol", "bob"]);
         assert_eq!(r.get("alice").unwrap().owner, alice);
         let at = |o: Owner| {

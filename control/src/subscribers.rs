@@ -354,14 +354,15 @@ impl SubscriberSet {
                 || node_ids.keys().cloned().collect(),
             );
             let id = r.id.value.trim();
-            let name = Checker::record_name(&r.label, id);
+            // Named only for an error.
+            let name = || Checker::record_name(&r.label, id);
             let mut clean = true;
             if let Some(first) = seen.get(id) {
                 let message = format!(
                     "the ID is already used by {}; IDs must be unique",
                     first.label
                 );
-                check.error(&name, &r.id, message);
+                check.error(&name(), &r.id, message);
                 clean = false;
             } else if !id.is_empty() {
                 seen.insert(id.to_owned(), r);
@@ -384,7 +385,7 @@ impl SubscriberSet {
                             other.id.value.trim()
                         )
                     };
-                    check.error(&name, at, message);
+                    check.error(&name(), at, message);
                     clean = false;
                     continue;
                 }

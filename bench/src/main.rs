@@ -24,7 +24,7 @@ mod workers;
 use clap::Parser;
 use serde::Serialize;
 use sheetcake_dataplane::dpdk::{tsc_hz, Eal, Mempool, MempoolConfig, Port, PortConfig, RSS_IP};
-use sheetcake_dataplane::worker::{PairQueues, PortQueues, PublishedCounters, Worker};
+use sheetcake_dataplane::worker::{PairQueues, PublishedCounters, Worker};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1030,22 +1030,9 @@ impl Bridge {
         mut between: impl FnMut(),
     ) -> Option<CaseResult> {
         let [a, b] = &self.ports;
-        let (mut arx, mut atx) = a.take_queues().expect("fresh port");
-        let (mut brx, mut btx) = b.take_queues().expect("fresh port");
-        let pair = PairQueues {
-            ports: [
-                PortQueues {
-                    rx: arx.remove(0),
-                    tx: atx.remove(0),
-                },
-                PortQueues {
-                    rx: brx.remove(0),
-                    tx: btx.remove(0),
-                },
-            ],
-        };
+        let pairs = PairQueues::of(a, b).expect("fresh ports");
         let published = PublishedCounters::default();
-        let mut worker = Worker::new(vec![pair], &published, self.hz);
+        let mut worker = Worker::new(pairs, &published, self.hz);
         let mut best: Option<CaseResult> = None;
         for round in 0..rounds {
             let stop = AtomicBool::new(false);

@@ -33,8 +33,8 @@ use sheetcake_dataplane::shaping::{
     instance_gauges, ControlChannel, LocalSubscriber, Owner, SubscriberTables,
 };
 use sheetcake_dataplane::worker::{
-    placeholder_config, DropReason, Handoff, PairQueues, PortQueues, PublishedCounters,
-    ShapingSetup, Worker, WorkerCounters,
+    placeholder_config, DropReason, Handoff, PairQueues, PublishedCounters, ShapingSetup, Worker,
+    WorkerCounters,
 };
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -190,18 +190,7 @@ impl Rig {
     /// The workers' queues: `pairs()[w]` is queue `w` of both ports, worker `w`'s (so a
     /// single worker's whole list).
     pub fn pairs(&self) -> Vec<PairQueues<'_>> {
-        let (crx, ctx) = self.core.port().take_queues().expect("fresh port");
-        let (arx, atx) = self.access.port().take_queues().expect("fresh port");
-        crx.into_iter()
-            .zip(ctx)
-            .zip(arx.into_iter().zip(atx))
-            .map(|((crx, ctx), (arx, atx))| PairQueues {
-                ports: [
-                    PortQueues { rx: crx, tx: ctx },
-                    PortQueues { rx: arx, tx: atx },
-                ],
-            })
-            .collect()
+        PairQueues::of(self.core.port(), self.access.port()).expect("fresh ports")
     }
 }
 

@@ -22,8 +22,7 @@ use sheetcake_dataplane::shaping::{
     instance_gauges, ControlChannel, InstanceGauges, LocalSubscriber, SubscriberTables,
 };
 use sheetcake_dataplane::worker::{
-    DropReason, Handoff, PairQueues, PortQueues, PublishedCounters, ShapingSetup, Worker,
-    WorkerCounters,
+    DropReason, Handoff, PairQueues, PublishedCounters, ShapingSetup, Worker, WorkerCounters,
 };
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -405,21 +404,9 @@ fn run_workers(
     let mut per_worker: Vec<Vec<PairQueues<'_>>> = (0..workers).map(|_| Vec::new()).collect();
     for pair in ports {
         let [core, access] = pair;
-        let (core_rx, core_tx) = core.take_queues().expect("queues are taken once, here");
-        let (access_rx, access_tx) = access.take_queues().expect("queues are taken once, here");
-        for (w, (((crx, ctx), arx), atx)) in core_rx
-            .into_iter()
-            .zip(core_tx)
-            .zip(access_rx)
-            .zip(access_tx)
-            .enumerate()
-        {
-            per_worker[w].push(PairQueues {
-                ports: [
-                    PortQueues { rx: crx, tx: ctx },
-                    PortQueues { rx: arx, tx: atx },
-                ],
-            });
+        let queues = PairQueues::of(core, access).expect("queues are taken once, here");
+        for (w, q) in queues.into_iter().enumerate() {
+            per_worker[w].push(q);
         }
     }
 

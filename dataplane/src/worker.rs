@@ -22,7 +22,9 @@
 //! AQM manages it) or in the NIC's RX ring (counted by the port as `rx_missed`), never in a
 //! silent drop.
 
-use crate::dpdk::{tsc, Mbuf, MbufBuffer, MbufQueue, RingConsumer, RingProducer, RxQueue, TxQueue};
+use crate::dpdk::{
+    tsc, Mbuf, MbufBuffer, MbufQueue, Port, RingConsumer, RingProducer, RxQueue, TxQueue,
+};
 use crate::packet::PacketInfo;
 use crate::pressure::FattestInstance;
 use crate::sched::TimerWheel;
@@ -334,6 +336,27 @@ pub struct PortQueues<'port> {
 pub struct PairQueues<'port> {
     /// `[core, access]`.
     pub ports: [PortQueues<'port>; 2],
+}
+
+impl<'port> PairQueues<'port> {
+    /// The queues of a bridged pair of ports, one [`PairQueues`] per worker (queue `w` of
+    /// both ports is worker `w`'s). `None` when either port's queues were handed out already.
+    pub fn of(core: &'port Port, access: &'port Port) -> Option<Vec<PairQueues<'port>>> {
+        let (crx, ctx) = core.take_queues()?;
+        let (arx, atx) = access.take_queues()?;
+        Some(
+            crx.into_iter()
+                .zip(ctx)
+                .zip(arx.into_iter().zip(atx))
+                .map(|((crx, ctx), (arx, atx))| PairQueues {
+                    ports: [
+                        PortQueues { rx: crx, tx: ctx },
+                        PortQueues { rx: arx, tx: atx },
+                    ],
+                })
+                .collect(),
+        )
+    }
 }
 
 /// The handoff rings of one worker: to each other worker, and from each.

@@ -28,7 +28,7 @@ pub fn frame(dst: [u8; 4], len: usize, payload: &[u8]) -> Vec<u8> {
 use sheetcake_dataplane::classify::{AddressTable, Prefix, SubscriberSlot};
 use sheetcake_dataplane::dpdk::{Eal, RingPort};
 use sheetcake_dataplane::shaping::{Owner, SubscriberTables};
-use sheetcake_dataplane::worker::{PairQueues, PortQueues};
+use sheetcake_dataplane::worker::PairQueues;
 use std::net::Ipv4Addr;
 
 /// Starts the EAL for a test binary (one per process), with `cpus` for the main thread's
@@ -49,18 +49,7 @@ pub fn eal(file_prefix: &str, cpus: &str) -> &'static Eal {
 /// Each worker's queues of one port pair made of ring ports: worker `w` gets queue `w` of
 /// both ports.
 pub fn worker_pairs<'p>(core: &'p RingPort, access: &'p RingPort) -> Vec<PairQueues<'p>> {
-    let (crx, ctx) = core.port().take_queues().expect("fresh port");
-    let (arx, atx) = access.port().take_queues().expect("fresh port");
-    crx.into_iter()
-        .zip(ctx)
-        .zip(arx.into_iter().zip(atx))
-        .map(|((crx, ctx), (arx, atx))| PairQueues {
-            ports: [
-                PortQueues { rx: crx, tx: ctx },
-                PortQueues { rx: arx, tx: atx },
-            ],
-        })
-        .collect()
+    PairQueues::of(core.port(), access.port()).expect("fresh ports")
 }
 
 /// Address tables where `subscribers[i]` (an IPv4 address) is slot `i`, owned as given.

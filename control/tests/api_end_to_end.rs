@@ -533,3 +533,101 @@ fn a_bulk_load_of_100000_subscribers_applies_whole_or_not_at_all() {
     let (status, output) = app.stop();
     assert_clean_shutdown(status, &output);
 }
+
+/// The Kea hook in `deploy/hooks/kea`, run as Kea's run_script library runs it (its own
+/// variables only, no PATH), against a running sheetcake: a lease committed for a client the
+/// plan file lists creates its subscriber with the lease's address, a renewal of a second
+/// address adds it, a release removes it, and the last release deletes the subscriber.
+#[test]
+fn the_kea_hook_follows_a_clients_leases() {
+    let _serial = serial();
+    let dir = scratch("api_kea");
+    let csv = dir.join("ShapedDevices.csv");
+    std::fs::write(&csv, HEADER).expect("write");
+    let app = Appliance::start(
+        &dir,
+        &config(
+            "kea",
+            "net_null0,no-rx=1",
+            "net_null1,no-rx=1",
+            &csv.display().to_string(),
+            "",
+        ),
+    );
+    let base = api_base(&app);
+    let plans = dir.join("dhcp-plans");
+    std::fs::write(
+        &plans,
+        "# hwaddr, subscriber, download, upload\n02:00:00:00:00:01 cust-1 20mbit 5mbit\n",
+    )
+    .expect("write");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/hooks/kea/sheetcake-kea-hook.sh"
+    );
+    let state = dir.join("kea-state");
+    let hook = |point: &str, lease: &[(&str, &str)]| {
+        let out = Command::new("/bin/bash")
+            .arg(script)
+            .arg(point)
+            .env_clear()
+            .env("SHEETCAKE_KEA_CONF", dir.join("no-such.conf"))
+            .env("SHEETCAKE_API_URL", &base)
+            .env("SHEETCAKE_API_TOKEN", TOKEN)
+            .env("SHEETCAKE_PLANS", &plans)
+            .env("SHEETCAKE_STATE_DIR", &state)
+            .envs(lease.iter().copied())
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{point}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let subscriber = format!("{base}/v1/subscribers/cust-1");
+    let addresses = || {
+        let (status, v) = api("GET", &subscriber, None);
+        (status, v["addresses"].clone(), v["download"].clone())
+    };
+
+    hook(
+        "leases4_committed",
+        &[
+            ("LEASES4_SIZE", "1"),
+            ("LEASES4_AT0_ADDRESS", "100.64.0.9"),
+            ("LEASES4_AT0_HWADDR", "02:00:00:00:00:01"),
+        ],
+    );
+    let (status, list, download) = addresses();
+    assert_eq!(status, 200);
+    assert_eq!(list, serde_json::json!(["100.64.0.9/32"]));
+    assert_eq!(download, "20Mbit");
+
+    let second = [
+        ("LEASE4_ADDRESS", "100.64.0.10"),
+        ("LEASE4_HWADDR", "02:00:00:00:00:01"),
+    ];
+    hook("lease4_renew", &second);
+    assert_eq!(
+        addresses().1,
+        serde_json::json!(["100.64.0.10/32", "100.64.0.9/32"])
+    );
+    hook(
+        "lease4_release",
+        &[
+            ("LEASE4_ADDRESS", "100.64.0.9"),
+            ("LEASE4_HWADDR", "02:00:00:00:00:01"),
+        ],
+    );
+    assert_eq!(addresses().1, serde_json::json!(["100.64.0.10/32"]));
+    hook("lease4_expire", &second);
+    assert_eq!(
+        addresses().0,
+        404,
+        "the last address gone, the subscriber is deleted"
+    );
+
+    let (status, output) = app.stop();
+    assert_clean_shutdown(status, &output);
+}

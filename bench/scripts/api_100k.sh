@@ -7,7 +7,10 @@
 #   bench/scripts/api_100k.sh
 # Not part of `make bench` yet (issue #6 / #5): it needs curl, python3 and promtool.
 set -euo pipefail
-bin="$(cd "$(dirname "$0")/../.." && pwd)/target/release/sheetcake"
+here="$(cd "$(dirname "$0")" && pwd)"
+bin="$here/../../target/release/sheetcake"
+# shellcheck source=idle_box.sh
+. "$here/idle_box.sh"
 dir="$(mktemp -d)"
 trap 'rm -rf "$dir"' EXIT
 cd "$dir"
@@ -18,27 +21,8 @@ for i in range(100_000):
     rows.append(f"c{i},C {i},d{i},D {i},,,100.{64 + (i >> 16)}.{(i >> 8) & 255}.{i & 255},,10,2,100,20,\n")
 open("ShapedDevices.csv", "w").write("".join(rows))
 PY
-cat > sheetcake.toml <<'TOML'
-[eal]
-file_prefix = "sc-api100k"
-args = ["--no-huge", "-m", "1024"]
-[control]
-status_interval_seconds = 0
-[workers]
-cores = [1]
-[[pairs]]
-name = "m"
-core = "net_null0,no-rx=1"
-access = "net_null1,no-rx=1"
-[shaping]
-subscribers = "ShapedDevices.csv"
-subscribers_per_worker = 131072
-[api]
-listen = "127.0.0.1:19181"
-TOML
-"$bin" --config sheetcake.toml > out.log 2>&1 &
-pid=$!
-for _ in $(seq 120); do curl -sf http://127.0.0.1:19181/health > /dev/null && break; sleep 0.5; done
+start_idle_box api100k ShapedDevices.csv 131072 19181 out.log
+pid=$box_pid
 grep -m1 "^shaping" out.log
 sleep 2
 for i in $(seq 200); do

@@ -9,7 +9,10 @@
 #   bench/scripts/load_1m.sh [N]
 set -euo pipefail
 n="${1:-1000000}"
-bin="$(cd "$(dirname "$0")/../.." && pwd)/target/release/sheetcake"
+here="$(cd "$(dirname "$0")" && pwd)"
+bin="$here/../../target/release/sheetcake"
+# shellcheck source=idle_box.sh
+. "$here/idle_box.sh"
 dir="$(mktemp -d)"
 trap 'cat "$dir"/out.*.log > /tmp/load_1m.last.log 2>/dev/null; rm -rf "$dir"' EXIT
 cd "$dir"
@@ -41,27 +44,8 @@ ls -l big.csv big.json | awk '{print "  " $9 ": " $5 " bytes"}'
 run() {
   local kind=$1
   cp "small.$kind" "subscribers.$kind"
-  cat > sheetcake.toml <<TOML
-[eal]
-file_prefix = "sc-load1m"
-args = ["--no-huge", "-m", "1024"]
-[control]
-status_interval_seconds = 0
-[workers]
-cores = [1]
-[[pairs]]
-name = "m"
-core = "net_null0,no-rx=1"
-access = "net_null1,no-rx=1"
-[shaping]
-subscribers = "subscribers.$kind"
-subscribers_per_worker = $(( n + 1024 ))
-[api]
-listen = "127.0.0.1:19182"
-TOML
-  "$bin" --config sheetcake.toml > "out.$kind.log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 240); do curl -sf "$api/health" > /dev/null && break; sleep 0.5; done
+  start_idle_box "load1m-$kind" "subscribers.$kind" $(( n + 1024 )) 19182 "out.$kind.log"
+  local pid=$box_pid
   cp "big.$kind" "subscribers.$kind"
   local start
   start=$(date +%s%N)

@@ -99,8 +99,9 @@ fn plan_shaping(
         .map_err(|r| RunError::Start(r.to_string()))?;
     let mut locals: Vec<Vec<LocalSubscriber>> = (0..workers).map(|_| Vec::new()).collect();
     let mut upserts = plan.upserts;
-    upserts.sort_by_key(|(owner, _)| (owner.worker, owner.local));
-    for (owner, [download, upload]) in upserts {
+    upserts.sort_by_key(|u| (u.owner.worker, u.owner.local));
+    for u in upserts {
+        let (owner, [download, upload]) = (u.owner, u.configs);
         let mine = &mut locals[owner.worker as usize];
         // A fresh registry hands out each worker's slots from 0 up.
         debug_assert_eq!(owner.local as usize, mine.len());

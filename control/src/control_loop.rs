@@ -5,7 +5,7 @@
 use crate::api::{Call, Reply, Shared};
 use crate::config::Settings;
 use crate::handlers::{self, Asker, Context, Handled, Outcome, TopEntry, APPLY_WAIT};
-use crate::live::LiveShaping;
+use crate::live::{LiveShaping, Sent};
 use crate::metrics::{PortSample, Snapshot, SubscriberSample, WorkerSample, REFRESH};
 use crate::nodes::{NodeBalancer, BALANCE_INTERVAL};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -70,13 +70,6 @@ struct Pending {
     reply: Sender<Reply>,
 }
 
-/// A change sent to the workers and not yet in force at all of them.
-struct InFlight {
-    sent: crate::live::Sent,
-    /// "reload" (SIGHUP, the file watch) or "change" (an API call).
-    what: &'static str,
-}
-
 /// Modification time and size of each watched file.
 type Stamp = Vec<Option<(SystemTime, u64)>>;
 
@@ -107,7 +100,8 @@ impl ControlLoop<'_> {
         };
         let mut snapshot = Arc::new(Snapshot::default());
         let mut pending: Vec<Pending> = Vec::new();
-        let mut in_flight: Vec<InFlight> = Vec::new();
+        // Changes sent and not yet in force at every worker.
+        let mut in_flight: Vec<Sent> = Vec::new();
         let watched: Vec<std::path::PathBuf> = match &self.live {
             Some(live) if self.settings.shaping.watch => live
                 .source()
@@ -153,16 +147,7 @@ impl ControlLoop<'_> {
                     Handled::Waiting => {}
                     Handled::Sent(outcome) => {
                         self.after_change(&outcome.sent);
-                        // Only a reload reads (and checks) a source.
-                        let what = if outcome.sent.checked_in.is_zero() {
-                            "change"
-                        } else {
-                            "reload"
-                        };
-                        in_flight.push(InFlight {
-                            sent: outcome.sent.clone(),
-                            what,
-                        });
+                        in_flight.push(outcome.sent.clone());
                         pending.push(Pending {
                             outcome,
                             reply: call.reply,
@@ -238,10 +223,7 @@ impl ControlLoop<'_> {
             }
             if reload {
                 if let Some(sent) = self.reload() {
-                    in_flight.push(InFlight {
-                        sent,
-                        what: "reload",
-                    });
+                    in_flight.push(sent);
                 }
             }
             if last_refresh.elapsed() >= REFRESH {
@@ -263,7 +245,7 @@ impl ControlLoop<'_> {
     }
 
     /// Re-shares parent nodes after a change that touched them.
-    fn after_change(&mut self, sent: &crate::live::Sent) {
+    fn after_change(&mut self, sent: &Sent) {
         if !sent.nodes_changed {
             return;
         }
@@ -276,24 +258,25 @@ impl ControlLoop<'_> {
     /// Logs the changes that became in force at every worker: always for a reload, and for any
     /// change that took longer than [`APPLY_WAIT`] (its API answer said "accepted", so the
     /// operator learns here, and from `changes_in_flight` in `/health`, when it is done).
-    fn log_applied(&self, in_flight: &mut Vec<InFlight>) {
+    fn log_applied(&self, in_flight: &mut Vec<Sent>) {
         let Some(live) = self.live.as_deref() else {
             in_flight.clear();
             return;
         };
-        in_flight.retain(|f| {
-            if !live.is_applied(&f.sent) {
+        in_flight.retain(|sent| {
+            if !live.is_applied(sent) {
                 return true;
             }
-            let took = f.sent.started.elapsed();
-            if f.what == "reload" || took >= APPLY_WAIT {
-                let s = f.sent.summary;
-                let sent = &f.sent;
+            let took = sent.started.elapsed();
+            // Only a reload reads and checks a source.
+            let reload = !sent.checked_in.is_zero();
+            if reload || took >= APPLY_WAIT {
+                let s = sent.summary;
                 println!(
                     "{}: in force at every worker {:.3} s after it was accepted ({} added, {} \
                      removed, {} changed, {} unchanged; read and checked in {:.3} s, planned in \
                      {:.3} s, sent in {:.3} s)",
-                    f.what,
+                    if reload { "reload" } else { "change" },
                     took.as_secs_f64(),
                     s.added,
                     s.removed,
@@ -325,7 +308,7 @@ impl ControlLoop<'_> {
         });
     }
 
-    fn reload(&mut self) -> Option<crate::live::Sent> {
+    fn reload(&mut self) -> Option<Sent> {
         let Some(live) = self.live.as_deref_mut() else {
             println!("reload: no subscriber file to reload");
             return None;

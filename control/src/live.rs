@@ -14,7 +14,6 @@
 
 use crate::registry::{Change, Plan, Refusal, Registry, Summary};
 use crate::subscribers::{Defaults, SubscriberSet, SubscriberSource};
-use sheetcake_cake::config::TinMode;
 use sheetcake_cake::{Cake, CakeConfig, InstanceSetup};
 use sheetcake_dataplane::shaping::{
     Command, ControlChannel, InstanceGauges, Retired, SubscriberReport,
@@ -95,9 +94,6 @@ pub struct LiveShaping<R> {
     signal_reports: Vec<(usize, String, Box<SubscriberReport>)>,
     /// What the idle instances of empty slots are built with (the workers' too).
     idle: [CakeConfig; 2],
-    /// The tin modes each occupied slot holds, by (worker, local), where they are not the idle
-    /// ones: a change keeping them is sent as an in-place [`Command::Configure`].
-    tins_held: HashMap<(u16, u32), [TinMode; 2]>,
 }
 
 impl<R> LiveShaping<R> {
@@ -110,18 +106,6 @@ impl<R> LiveShaping<R> {
         gauges: Vec<InstanceGauges>,
     ) -> LiveShaping<R> {
         let idle = idle_configs(&defaults);
-        let idle_tins = idle.map(|c| c.tin_mode);
-        let tins_held = registry
-            .entries()
-            .map(|e| {
-                let s = &e.subscriber;
-                (
-                    (e.owner.worker, e.owner.local),
-                    [s.download.tin_mode, s.upload.tin_mode],
-                )
-            })
-            .filter(|(_, tins)| *tins != idle_tins)
-            .collect();
         LiveShaping {
             source,
             defaults,
@@ -132,7 +116,6 @@ impl<R> LiveShaping<R> {
             answered: Vec::new(),
             signal_reports: Vec::new(),
             idle,
-            tins_held,
         }
     }
 
@@ -289,12 +272,10 @@ impl<R> LiveShaping<R> {
         let mut last = vec![0; self.channels.len()];
         // Instances first, so frames classified by the new tables find them.
         let idle_tins = self.idle.map(|c| c.tin_mode);
-        for &(owner, configs) in &plan.upserts {
+        for u in &plan.upserts {
+            let (owner, configs) = (u.owner, u.configs);
             let w = owner.worker as usize;
-            let slot = (owner.worker, owner.local);
-            let tins = configs.map(|c| c.tin_mode);
-            let held = self.tins_held.get(&slot).copied().unwrap_or(idle_tins);
-            let command = if tins == held {
+            let command = if configs.map(|c| c.tin_mode) == u.tins_before.unwrap_or(idle_tins) {
                 Command::Configure {
                     local: owner.local,
                     configs: Box::new(configs),
@@ -305,11 +286,6 @@ impl<R> LiveShaping<R> {
                     instances: built(configs, w, owner.local),
                 }
             };
-            if tins == idle_tins {
-                self.tins_held.remove(&slot);
-            } else {
-                self.tins_held.insert(slot, tins);
-            }
             last[w] = self.send(w, command);
         }
         if let Some(tables) = plan.tables {
@@ -324,7 +300,6 @@ impl<R> LiveShaping<R> {
                 local: owner.local,
                 placeholders: built(self.idle, w, owner.local),
             };
-            self.tins_held.remove(&(owner.worker, owner.local));
             last[w] = self.send(w, command);
             // Statistics asked for and not back are for nobody now.
             self.waiting.remove(&(owner.worker, owner.local));

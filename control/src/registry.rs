@@ -16,6 +16,7 @@
 use crate::address_space::AddressSpace;
 use crate::config::ConfigError;
 use crate::subscribers::{Node, Subscriber, SubscriberSet};
+use sheetcake_cake::config::TinMode;
 use sheetcake_cake::CakeConfig;
 use sheetcake_dataplane::classify::{AddressTable, SubscriberSlot};
 use sheetcake_dataplane::shaping::{owner_worker, Fnv1a, Owner, SubscriberTables};
@@ -42,14 +43,35 @@ pub struct Summary {
     pub unchanged: usize,
 }
 
+/// A slot's new CAKE configuration. Only the configurations: the rest is in the registry.
+#[derive(Debug, Clone, Copy)]
+pub struct Upsert {
+    pub owner: Owner,
+    /// Download, upload.
+    pub configs: [CakeConfig; 2],
+    /// The tin modes the slot's instances have now: the subscriber's before the change, or
+    /// `None` for an empty slot (its idle instances), so the sender can tell whether the
+    /// worker can apply the change in place.
+    pub tins_before: Option<[TinMode; 2]>,
+}
+
+impl Upsert {
+    fn new(owner: Owner, s: &Subscriber, before: Option<&Subscriber>) -> Upsert {
+        Upsert {
+            owner,
+            configs: [s.download, s.upload],
+            tins_before: before.map(|b| [b.download.tin_mode, b.upload.tin_mode]),
+        }
+    }
+}
+
 /// What the workers must do to put a change in force.
 #[derive(Debug, Default)]
 pub struct Plan {
     /// What changed.
     pub summary: Summary,
-    /// Slots whose CAKE configuration (download, upload) is new: subscribers added, or whose
-    /// CAKE changed. Only the configurations: the rest is in the registry.
-    pub upserts: Vec<(Owner, [CakeConfig; 2])>,
+    /// Slots whose CAKE configuration is new: subscribers added, or whose CAKE changed.
+    pub upserts: Vec<Upsert>,
     /// Subscribers removed.
     pub removes: Vec<Owner>,
     /// New address tables, when any address or owner changed.
@@ -224,12 +246,12 @@ impl Registry {
         for s in &set.subscribers {
             match self.subscribers.get(&s.id) {
                 Some(old) => {
-                    owners.push(old.owner);
+                    let old_owner = old.owner;
+                    owners.push(old_owner);
                     let old = &old.subscriber;
                     if old.download != s.download || old.upload != s.upload {
                         plan.summary.changed += 1;
-                        plan.upserts
-                            .push((owners[owners.len() - 1], [s.download, s.upload]));
+                        plan.upserts.push(Upsert::new(old_owner, s, Some(old)));
                     } else if old.node != s.node || old.prefixes != s.prefixes {
                         plan.summary.changed += 1;
                     } else {
@@ -240,7 +262,7 @@ impl Registry {
                     let owner = Self::take_local(&mut free, &s.id, self.workers)?;
                     owners.push(owner);
                     plan.summary.added += 1;
-                    plan.upserts.push((owner, [s.download, s.upload]));
+                    plan.upserts.push(Upsert::new(owner, s, None));
                 }
             }
         }
@@ -466,7 +488,8 @@ impl Registry {
                         plan.nodes_changed |= s.node.is_some() || old.subscriber.node.is_some();
                     }
                     if cake_changed {
-                        plan.upserts.push((old.owner, [s.download, s.upload]));
+                        plan.upserts
+                            .push(Upsert::new(old.owner, &s, Some(&old.subscriber)));
                     }
                     if s == old.subscriber {
                         plan.summary.unchanged += 1;
@@ -503,7 +526,7 @@ impl Registry {
                     tables_changed = true;
                     plan.summary.added += 1;
                     plan.nodes_changed |= s.node.is_some();
-                    plan.upserts.push((owner, [s.download, s.upload]));
+                    plan.upserts.push(Upsert::new(owner, &s, None));
                     self.subscribers.insert(
                         id,
                         Entry {
@@ -593,8 +616,8 @@ upload = "20mbit"
         let ids: Vec<&str> = second
             .upserts
             .iter()
-            .map(|(o, _)| {
-                r.at(o.worker as usize, o.local as usize)
+            .map(|u| {
+                r.at(u.owner.worker as usize, u.owner.local as usize)
                     .unwrap()
                     .subscriber
                     .id
@@ -602,6 +625,11 @@ upload = "20mbit"
             })
             .collect();
         assert_eq!(ids, ["carol", "bob"]);
+        // A new subscriber's slot holds idle instances; bob's holds his old tins.
+        let before: Vec<_> = second.upserts.iter().map(|u| u.tins_before).collect();
+        let bob = r.get("bob").unwrap().subscriber.download.tin_mode;
+        assert_eq!(before[0], None);
+        assert_eq!(before[1].map(|t| t[0]), Some(bob));
         assert_eq!(r.get("alice").unwrap().owner, alice);
         let at = |o: Owner| {
             r.at(o.worker as usize, o.local as usize)
@@ -690,7 +718,7 @@ upload = "20mbit"
             .unwrap();
         assert!(plan.tables.is_none());
         assert_eq!(plan.upserts.len(), 1);
-        assert_eq!(plan.upserts[0].0, before);
+        assert_eq!(plan.upserts[0].owner, before);
     }
 
     #[test]

@@ -12,8 +12,12 @@ CARGO ?= cargo
 #   iproute2 ethtool iputils-ping iperf3 procps   namespaces and real traffic for tests and demo
 #   curl                  the RADIUS/DHCP hook examples call the API with it
 #   prometheus            the test suite scrapes the box with a real Prometheus (and promtool)
+#   freeradius freeradius-rest freeradius-utils   the RADIUS hook's test runs the real server
+#                         (a private copy of its configuration, its own ports) and radclient;
+#                         the system service Debian starts on install is left alone
 DEBIAN_PACKAGES := libdpdk-dev dpdk dpdk-dev clang libclang-dev pkg-config \
-                   iproute2 ethtool iputils-ping iperf3 procps curl prometheus
+                   iproute2 ethtool iputils-ping iperf3 procps curl prometheus \
+                   freeradius freeradius-rest freeradius-utils
 
 CAPTURES := target/captures
 

@@ -3,12 +3,17 @@
 //! rate changes its throughput without losing what is queued, deleting it returns its traffic
 //! to pass-through; bad requests are refused whole with the reason; a real Prometheus scrapes
 //! the box and a query returns the subscriber's byte counter; a bulk load of 100,000
-//! subscribers from a LibreQoS `ShapedDevices.csv` succeeds, and one bad row applies nothing.
+//! subscribers from a LibreQoS `ShapedDevices.csv` succeeds, and one bad row applies nothing;
+//! the hooks of `deploy/hooks` keep a client's subscriber in step with its leases (the Kea
+//! script, run as Kea's run_script library runs it) and its sessions (the FreeRADIUS module
+//! and policy, in the real FreeRADIUS).
 
 mod common;
 
 use common::{assert_clean_shutdown, scratch, serial, Appliance, Host};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
@@ -630,4 +635,620 @@ fn the_kea_hook_follows_a_clients_leases() {
 
     let (status, output) = app.stop();
     assert_clean_shutdown(status, &output);
+}
+
+/// The shipped FreeRADIUS hook files.
+const FREERADIUS_HOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/hooks/freeradius");
+/// The secret of the `localhost` client in Debian's `clients.conf`.
+const RADIUS_SECRET: &str = "testing123";
+
+/// Returns `text` with `from` replaced by `to`, which must occur exactly `times` times: a
+/// Debian configuration that no longer looks as expected fails here, instead of the test
+/// quietly running some other configuration.
+fn replaced(text: &str, from: &str, to: &str, times: usize, what: &str) -> String {
+    assert_eq!(text.matches(from).count(), times, "{what}: {from:?}");
+    text.replace(from, to)
+}
+
+/// Reads, edits and writes back a file of the private configuration.
+fn edit(path: &Path, change: impl FnOnce(&str) -> String) {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    std::fs::write(path, change(&text)).expect("write");
+}
+
+/// `text` without its top-level `listen { }` sections (they open and close at column 0 in
+/// Debian's sites), and how many there were.
+fn without_listen_sections(text: &str) -> (String, usize) {
+    let (mut out, mut removed, mut inside) = (String::new(), 0, false);
+    for line in text.lines() {
+        if inside {
+            inside = line != "}";
+        } else if line == "listen {" {
+            inside = true;
+            removed += 1;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(!inside, "an unterminated listen section");
+    (out, removed)
+}
+
+/// Two free consecutive UDP ports on loopback, the first for authentication, the second for
+/// accounting.
+fn free_udp_port_pair() -> u16 {
+    for _ in 0..100 {
+        let first = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = first.local_addr().expect("address").port();
+        if port < u16::MAX && std::net::UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no two consecutive free UDP ports on 127.0.0.1");
+}
+
+/// A private FreeRADIUS configuration in `dir/raddb`: Debian's, copied, with the hook installed
+/// as its README says (the shipped module with the API address in its `connect_uri` lines,
+/// the shipped policy, the calls in `sites-enabled/default`), `users` entries in front of
+/// Debian's, listening on `auth_port` and the next port of 127.0.0.1 only, with its own log
+/// and run directories, running as the test's user. Nothing of the system's server is used
+/// or touched: Debian starts that one on install, on the standard ports.
+fn freeradius_config(dir: &Path, api: &str, auth_port: u16, users: &str) -> PathBuf {
+    let raddb = dir.join("raddb");
+    common::sh(
+        "cp",
+        &["-a", "/etc/freeradius/3.0", &raddb.display().to_string()],
+    );
+    for sub in ["log", "run"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+    }
+    edit(&raddb.join("radiusd.conf"), |text| {
+        let text = replaced(
+            text,
+            "\nraddbdir = /etc/freeradius/3.0\n",
+            &format!("\nraddbdir = {}\n", raddb.display()),
+            1,
+            "radiusd.conf",
+        );
+        let text = replaced(
+            &text,
+            "\nlogdir = /var/log/freeradius\n",
+            &format!("\nlogdir = {}\n", dir.join("log").display()),
+            1,
+            "radiusd.conf",
+        );
+        let text = replaced(
+            &text,
+            "\nrun_dir = ${localstatedir}/run/${name}\n",
+            &format!("\nrun_dir = {}\n", dir.join("run").display()),
+            1,
+            "radiusd.conf",
+        );
+        // The freerad user could not write to the scratch directory.
+        let text = replaced(&text, "\n\tuser = freerad\n", "\n", 1, "radiusd.conf");
+        let text = replaced(&text, "\n\tgroup = freerad\n", "\n", 1, "radiusd.conf");
+        // No proxy socket, which would listen on every address.
+        replaced(
+            &text,
+            "\nproxy_requests  = yes\n",
+            "\nproxy_requests = no\n",
+            1,
+            "radiusd.conf",
+        )
+    });
+
+    // The module, as the README installs it: only the API address changes.
+    let module = std::fs::read_to_string(format!("{FREERADIUS_HOOK}/sheetcake-rest"))
+        .expect("read sheetcake-rest");
+    let module = replaced(
+        &module,
+        "\tconnect_uri = \"http://127.0.0.1:9180\"\n",
+        &format!("\tconnect_uri = \"{api}\"\n"),
+        2,
+        "sheetcake-rest: both connect_uri lines",
+    );
+    std::fs::write(raddb.join("mods-available/sheetcake-rest"), module).expect("write");
+    std::os::unix::fs::symlink(
+        "../mods-available/sheetcake-rest",
+        raddb.join("mods-enabled/sheetcake-rest"),
+    )
+    .expect("symlink");
+    std::fs::copy(
+        format!("{FREERADIUS_HOOK}/sheetcake-policy"),
+        raddb.join("policy.d/sheetcake"),
+    )
+    .expect("copy sheetcake-policy");
+
+    // sites-enabled/default links to sites-available/default: editing it edits the copy's.
+    edit(&raddb.join("sites-enabled/default"), |text| {
+        let (text, listeners) = without_listen_sections(text);
+        assert_eq!(
+            listeners, 4,
+            "Debian's default site listens on auth and acct, v4 and v6"
+        );
+        let text = replaced(
+            &text,
+            "\nserver default {\n",
+            &format!(
+                "\nserver default {{\nlisten {{\n\ttype = auth\n\tipaddr = 127.0.0.1\n\tport = \
+                 {auth_port}\n}}\nlisten {{\n\ttype = acct\n\tipaddr = 127.0.0.1\n\tport = {}\n}}\n",
+                auth_port + 1
+            ),
+            1,
+            "default",
+        );
+        // The end of post-auth's list: after the modules that may set the plan or the address.
+        let text = replaced(
+            &text,
+            "\n\tPost-Auth-Type REJECT {\n",
+            "\n\tsheetcake_post_auth\n\n\tPost-Auth-Type REJECT {\n",
+            1,
+            "default",
+        );
+        replaced(
+            &text,
+            "\naccounting {\n",
+            "\naccounting {\n\tsheetcake_accounting\n",
+            1,
+            "default",
+        )
+    });
+    // The inner tunnel (for EAP) listens on 127.0.0.1:18120, as the system's server does.
+    edit(&raddb.join("sites-enabled/inner-tunnel"), |text| {
+        let (text, listeners) = without_listen_sections(text);
+        assert_eq!(listeners, 1, "inner-tunnel");
+        text
+    });
+    // First, so that none of Debian's DEFAULT entries applies to the test's users.
+    edit(&raddb.join("mods-config/files/authorize"), |text| {
+        format!("{users}\n{text}")
+    });
+    raddb
+}
+
+/// `freeradius -X` on a configuration directory, as a child process; killed on drop, so a
+/// failing test does not leave it running.
+struct FreeRadius {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl FreeRadius {
+    fn start(raddb: &Path) -> FreeRadius {
+        let mut child = Command::new("freeradius")
+            .arg("-X")
+            .arg("-d")
+            .arg(raddb)
+            .env("SHEETCAKE_API_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start freeradius (make deps installs it)");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("piped")),
+        ] {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut radius = FreeRadius { child, lines };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !radius.output().contains("\nReady to process requests") {
+            if let Some(status) = radius.child.try_wait().expect("wait") {
+                std::thread::sleep(Duration::from_millis(200));
+                panic!("freeradius exited with {status}:\n{}", radius.output());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "freeradius not ready within 30 s:\n{}",
+                radius.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        radius
+    }
+
+    /// Everything the server printed so far.
+    fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for FreeRadius {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request sent with radclient to 127.0.0.1:`port`; returns the answer's packet type
+/// (`Access-Accept`...) and its attributes as radclient prints them.
+fn radclient(port: u16, kind: &str, attributes: &[String]) -> (String, Vec<(String, String)>) {
+    let mut child = Command::new("radclient")
+        .args(["-x", "-r", "1", "-t", "10"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args([kind, RADIUS_SECRET])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("radclient (make deps installs freeradius-utils)");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("piped");
+        writeln!(stdin, "{}", attributes.join("\n")).expect("write to radclient");
+    }
+    let out = child.wait_with_output().expect("radclient");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines().skip_while(|l| !l.starts_with("Received "));
+    let code = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| {
+            panic!(
+                "no answer to {attributes:?}:\n{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .to_owned();
+    let reply = lines
+        .map_while(|l| l.strip_prefix('\t'))
+        .filter_map(|l| l.split_once(" = "))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    (code, reply)
+}
+
+/// The values of attribute `name` in a reply.
+fn values<'a>(reply: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    reply
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// An octets value as radclient prints it (`0x7368...`), as text.
+fn octets_text(value: &str) -> String {
+    let hex = value.strip_prefix("0x").expect("octets in hex");
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    String::from_utf8(bytes).expect("text")
+}
+
+/// The FreeRADIUS hook in `deploy/hooks/freeradius`, installed as its README says in a private
+/// copy of Debian's configuration and run by the real server (`freeradius -X`), against a
+/// running sheetcake; requests come from radclient as a NAS would send them. An Access-Accept
+/// with a plan (WISPr or MikroTik attributes) and an address creates the subscriber; the
+/// session's accounting (which echoes the plan in `Class`) moves its address, brings back a
+/// subscriber sheetcake lost, and the Stop deletes it; a reply without a plan touches nothing;
+/// and a call sheetcake refuses, or sheetcake being down, never turns into a reject or an
+/// unanswered request.
+#[test]
+fn the_freeradius_hook_follows_a_users_sessions() {
+    let _serial = serial();
+    let dir = scratch("api_radius");
+    let csv = dir.join("ShapedDevices.csv");
+    std::fs::write(&csv, HEADER).expect("write");
+    let app = Appliance::start(
+        &dir,
+        &config(
+            "radius",
+            "net_null0,no-rx=1",
+            "net_null1,no-rx=1",
+            &csv.display().to_string(),
+            "",
+        ),
+    );
+    let base = api_base(&app);
+    let port = free_udp_port_pair();
+    let users = "\
+radius-alice Cleartext-Password := \"alice-pw\"
+\tWISPr-Bandwidth-Max-Down = 20000000,
+\tWISPr-Bandwidth-Max-Up = 5000000,
+\tFramed-IP-Address = 100.64.1.1
+
+radius-bob Cleartext-Password := \"bob-pw\"
+\tMikrotik-Rate-Limit = \"5M/20M\",
+\tFramed-IP-Address = 100.64.1.2,
+\tDelegated-IPv6-Prefix = 2001:db8:100:b00::/56
+
+radius-dave Cleartext-Password := \"dave-pw\"
+\tMikrotik-Rate-Limit = \"10M\",
+\tFramed-IP-Address = 100.64.1.4
+
+radius-carol Cleartext-Password := \"carol-pw\"
+\tFramed-IP-Address = 100.64.1.3
+
+radius-erin Cleartext-Password := \"erin-pw\"
+\tWISPr-Bandwidth-Max-Down = 8000000,
+\tWISPr-Bandwidth-Max-Up = 2000000
+
+radius-mallory Cleartext-Password := \"mallory-pw\"
+\tWISPr-Bandwidth-Max-Down = 20000000,
+\tWISPr-Bandwidth-Max-Up = 5000000,
+\tFramed-IP-Address = 100.64.1.1
+";
+    let raddb = freeradius_config(&dir, &base, port, users);
+
+    let check = Command::new("freeradius")
+        .arg("-XC")
+        .arg("-d")
+        .arg(&raddb)
+        .env("SHEETCAKE_API_TOKEN", TOKEN)
+        .output()
+        .expect("freeradius -XC (make deps installs it)");
+    let check_output = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && check_output.contains("Configuration appears to be OK"),
+        "freeradius -XC: {}\n{check_output}{}",
+        check.status,
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let radius = FreeRadius::start(&raddb);
+    let listening: Vec<String> = radius
+        .output()
+        .lines()
+        .filter(|l| l.starts_with("Listening on "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        listening,
+        [
+            format!("Listening on auth address 127.0.0.1 port {port} bound to server default"),
+            format!(
+                "Listening on acct address 127.0.0.1 port {} bound to server default",
+                port + 1
+            ),
+        ],
+        "only the test's own ports, on loopback"
+    );
+
+    let auth = |user: &str, password: &str| {
+        radclient(
+            port,
+            "auth",
+            &[
+                format!("User-Name = \"{user}\""),
+                format!("User-Password = \"{password}\""),
+            ],
+        )
+    };
+    let acct = |user: &str, status: &str, extra: &[String]| {
+        let mut attributes = vec![
+            format!("User-Name = \"{user}\""),
+            format!("Acct-Status-Type = {status}"),
+            format!("Acct-Session-Id = \"{user}-1\""),
+            "NAS-IP-Address = 127.0.0.1".to_owned(),
+        ];
+        attributes.extend_from_slice(extra);
+        let (code, _) = radclient(port + 1, "acct", &attributes);
+        assert_eq!(code, "Accounting-Response", "{user} {status}");
+    };
+    // The Class attributes of an Access-Accept, as the NAS echoes them in accounting.
+    let classes = |reply: &[(String, String)]| -> Vec<String> {
+        values(reply, "Class")
+            .into_iter()
+            .map(|c| format!("Class = {c}"))
+            .collect()
+    };
+    let get = |user: &str| api("GET", &format!("{base}/v1/subscribers/{user}"), None);
+    let subscriber = |user: &str| {
+        let (status, v) = get(user);
+        assert_eq!(status, 200, "{user}: {v}");
+        let mut addresses: Vec<String> = v["addresses"]
+            .as_array()
+            .expect("addresses")
+            .iter()
+            .map(|a| a.as_str().expect("a string").to_owned())
+            .collect();
+        addresses.sort();
+        (
+            v["download"].as_str().expect("download").to_owned(),
+            v["upload"].as_str().expect("upload").to_owned(),
+            addresses,
+        )
+    };
+    let plan = |down: &str, up: &str, addresses: &[&str]| {
+        let mut addresses: Vec<String> = addresses.iter().map(|a| (*a).to_owned()).collect();
+        addresses.sort();
+        (down.to_owned(), up.to_owned(), addresses)
+    };
+
+    // WISPr: the plan and the address from the reply, and the plan in a Class for accounting.
+    let (code, alice) = auth("radius-alice", "alice-pw");
+    assert_eq!(code, "Access-Accept", "{}", radius.output());
+    assert_eq!(
+        values(&alice, "Class")
+            .into_iter()
+            .map(octets_text)
+            .collect::<Vec<_>>(),
+        ["sheetcake:20000000bit/5000000bit"]
+    );
+    assert_eq!(
+        subscriber("radius-alice"),
+        plan("20Mbit", "5Mbit", &["100.64.1.1/32"]),
+        "{}",
+        radius.output()
+    );
+
+    // MikroTik: upload first; an IPv4 address and a delegated prefix.
+    let (code, _) = auth("radius-bob", "bob-pw");
+    assert_eq!(code, "Access-Accept");
+    assert_eq!(
+        subscriber("radius-bob"),
+        plan(
+            "20Mbit",
+            "5Mbit",
+            &["100.64.1.2/32", "2001:db8:100:b00::/56"]
+        )
+    );
+
+    // A single MikroTik rate is both directions; a rejected user is not sent at all.
+    let (code, _) = auth("radius-dave", "wrong");
+    assert_eq!(code, "Access-Reject");
+    assert_eq!(get("radius-dave").0, 404);
+    let (code, _) = auth("radius-dave", "dave-pw");
+    assert_eq!(code, "Access-Accept");
+    assert_eq!(
+        subscriber("radius-dave"),
+        plan("10Mbit", "10Mbit", &["100.64.1.4/32"])
+    );
+
+    // sheetcake refuses mallory's address, alice's (409): the user is accepted all the same,
+    // the failure is logged, and alice keeps her address.
+    let (code, _) = auth("radius-mallory", "mallory-pw");
+    assert_eq!(code, "Access-Accept", "{}", radius.output());
+    assert_eq!(get("radius-mallory").0, 404);
+    assert_eq!(
+        subscriber("radius-alice"),
+        plan("20Mbit", "5Mbit", &["100.64.1.1/32"])
+    );
+    assert!(
+        radius
+            .output()
+            .contains("sheetcake: PUT /v1/subscribers/radius-mallory failed: HTTP 409"),
+        "{}",
+        radius.output()
+    );
+
+    // No plan in carol's reply: her subscriber from elsewhere (here the API) is left alone,
+    // at the Access-Accept and at the Stop of a session whose Class is not the hook's.
+    let (status, body) = api(
+        "PUT",
+        &format!("{base}/v1/subscribers/radius-carol"),
+        Some(r#"{"download": "30mbit", "upload": "6mbit", "addresses": ["100.64.1.50"]}"#),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (code, carol) = auth("radius-carol", "carol-pw");
+    assert_eq!(code, "Access-Accept");
+    assert!(values(&carol, "Class").is_empty(), "{carol:?}");
+    let carol_before = plan("30Mbit", "6Mbit", &["100.64.1.50/32"]);
+    assert_eq!(subscriber("radius-carol"), carol_before);
+    acct(
+        "radius-carol",
+        "Stop",
+        &["Framed-IP-Address = 100.64.1.3".to_owned()],
+    );
+    assert_eq!(subscriber("radius-carol"), carol_before);
+
+    // Accounting follows alice's address with the Class from her Access-Accept.
+    let alice_class = classes(&alice);
+    let with = |address: &str| {
+        let mut extra = vec![format!("Framed-IP-Address = {address}")];
+        extra.extend_from_slice(&alice_class);
+        extra
+    };
+    acct("radius-alice", "Start", &with("100.64.1.11"));
+    assert_eq!(
+        subscriber("radius-alice"),
+        plan("20Mbit", "5Mbit", &["100.64.1.11/32"]),
+        "{}",
+        radius.output()
+    );
+    acct("radius-alice", "Interim-Update", &with("100.64.1.12"));
+    assert_eq!(
+        subscriber("radius-alice"),
+        plan("20Mbit", "5Mbit", &["100.64.1.12/32"])
+    );
+    // A subscriber sheetcake lost comes back with the next Interim-Update.
+    let (status, body) = api(
+        "DELETE",
+        &format!("{base}/v1/subscribers/radius-alice"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    acct("radius-alice", "Interim-Update", &with("100.64.1.12"));
+    assert_eq!(
+        subscriber("radius-alice"),
+        plan("20Mbit", "5Mbit", &["100.64.1.12/32"])
+    );
+    acct("radius-alice", "Stop", &with("100.64.1.12"));
+    assert_eq!(get("radius-alice").0, 404, "{}", radius.output());
+    // A repeated Stop (a NAS retransmission) finds nothing to delete; that is no failure.
+    acct("radius-alice", "Stop", &with("100.64.1.12"));
+    assert!(
+        !radius
+            .output()
+            .contains("sheetcake: DELETE /v1/subscribers/radius-alice failed"),
+        "{}",
+        radius.output()
+    );
+
+    // Erin's address comes from the NAS: no subscriber until her accounting Start reports it.
+    let (code, erin) = auth("radius-erin", "erin-pw");
+    assert_eq!(code, "Access-Accept");
+    assert_eq!(get("radius-erin").0, 404);
+    let mut erin_start = vec!["Framed-IP-Address = 100.64.1.5".to_owned()];
+    erin_start.extend(classes(&erin));
+    acct("radius-erin", "Start", &erin_start);
+    assert_eq!(
+        subscriber("radius-erin"),
+        plan("8Mbit", "2Mbit", &["100.64.1.5/32"])
+    );
+
+    let (status, output) = app.stop();
+    assert_clean_shutdown(status, &output);
+
+    // sheetcake is down: users are still accepted and accounting still answered, by this
+    // server (which has connections to the old sheetcake in its pools) and by one started
+    // while sheetcake is down.
+    let (code, _) = auth("radius-bob", "bob-pw");
+    assert_eq!(code, "Access-Accept", "{}", radius.output());
+    acct("radius-erin", "Interim-Update", &erin_start);
+    let before_restart = radius.output();
+    drop(radius);
+    let radius = FreeRadius::start(&raddb);
+    let (code, _) = auth("radius-bob", "bob-pw");
+    assert_eq!(code, "Access-Accept", "{}", radius.output());
+    acct("radius-erin", "Stop", &erin_start);
+    let after_restart = radius.output();
+    for (output, failures) in [
+        (
+            &before_restart,
+            [
+                "PUT /v1/subscribers/radius-bob",
+                "PUT /v1/subscribers/radius-erin",
+            ],
+        ),
+        (
+            &after_restart,
+            [
+                "PUT /v1/subscribers/radius-bob",
+                "DELETE /v1/subscribers/radius-erin",
+            ],
+        ),
+    ] {
+        for call in failures {
+            assert!(
+                output.contains(&format!("sheetcake: {call} failed: HTTP none")),
+                "{call}:\n{output}"
+            );
+        }
+        // Errors of the modules are expected (the wrong password, the bodies of refused
+        // calls, the refused connections); one of the policy itself is a condition that could
+        // not be evaluated, such as a comparison with an attribute the request lacks.
+        let policy_errors: Vec<&str> = output
+            .lines()
+            .filter(|l| {
+                l.split_once(") ")
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with("ERROR:"))
+            })
+            .collect();
+        assert!(policy_errors.is_empty(), "{policy_errors:#?}\n{output}");
+    }
 }

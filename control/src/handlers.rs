@@ -294,7 +294,7 @@ fn apply_changes(live: &LiveShaping<Asker>, body: &ApplyBody) -> Result<Vec<Chan
         if let Some(id) = &s.id {
             if !ids.insert(id.trim().to_owned()) {
                 check.error(
-                    &format!("subscribers[{i}] ({id})"),
+                    format!("subscribers[{i}] ({id})"),
                     &record.id,
                     "the ID appears twice in this change",
                 );

@@ -17,7 +17,8 @@
 //! `Device ID`, `Device Name`, `MAC`, `Comment`, `Anchor Node ID`, and any other) are ignored.
 //!
 //! - Lines whose first character is `#` are comments and blank lines are skipped, as are rows
-//!   whose every field is empty (spreadsheets export those). Fields are trimmed.
+//!   whose every field is empty (spreadsheets export those). Fields are trimmed. Quoting is
+//!   the spreadsheets' (see [`crate::csv_text`]); a quote never closed is an error at its line.
 //! - Every row must have as many fields as the header, as LibreQoS requires: a comma inside an
 //!   unquoted field (a `Comment` such as `Down=cake, Up=fq_codel`) splits it in two.
 //! - Rows sharing a `Circuit ID` are one circuit, and a circuit is one sheetcake subscriber
@@ -69,8 +70,10 @@
 //!   value carries the line where its key is written.
 
 use crate::config::ConfigError;
+use crate::csv_text;
 use crate::records::{Checker, NodeRecord, RateText, Records, SubscriberRecord, Value, MAX_RATE};
 use crate::subscribers::IdMap;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 const CIRCUIT_ID: &str = "Circuit ID";
@@ -161,22 +164,33 @@ fn error(file: &str, line: Option<usize>, key: impl Into<String>, message: Strin
 /// A file's bytes as text, for the readers here: a leading byte-order mark is dropped, and text
 /// that is not UTF-8 is an error naming the line of the first bad byte. (LibreQoS guesses among
 /// Windows and ISO-8859 code pages; sheetcake does not guess.)
-pub fn text_of<'a>(bytes: &'a [u8], file: &str) -> Result<&'a str, ConfigError> {
-    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-    std::str::from_utf8(bytes).map_err(|e| {
-        let good = bytes.get(..e.valid_up_to()).unwrap_or_default();
-        let line = 1 + good.iter().filter(|&&b| b == b'\n').count();
-        let byte = bytes.get(e.valid_up_to()).copied().unwrap_or_default();
-        error(
-            file,
-            Some(line),
-            "(file)",
-            format!(
-                "the file is not UTF-8 (byte 0x{byte:02x} on this line); save it as UTF-8, \
-                 which spreadsheet programs offer as \"CSV UTF-8\""
-            ),
-        )
-    })
+pub fn text_from(bytes: Vec<u8>, file: &str) -> Result<String, ConfigError> {
+    // Checked in place: a copy of a million-subscriber file costs its size in fresh pages.
+    match String::from_utf8(bytes) {
+        Ok(mut text) => {
+            if text.starts_with('\u{feff}') {
+                text.drain(..'\u{feff}'.len_utf8());
+            }
+            Ok(text)
+        }
+        Err(e) => Err(not_utf8(e.as_bytes(), &e.utf8_error(), file)),
+    }
+}
+
+/// The error for `bytes` of `file`, which are not UTF-8 where `e` says.
+fn not_utf8(bytes: &[u8], e: &std::str::Utf8Error, file: &str) -> ConfigError {
+    let good = bytes.get(..e.valid_up_to()).unwrap_or_default();
+    let line = 1 + good.iter().filter(|&&b| b == b'\n').count();
+    let byte = bytes.get(e.valid_up_to()).copied().unwrap_or_default();
+    error(
+        file,
+        Some(line),
+        "(file)",
+        format!(
+            "the file is not UTF-8 (byte 0x{byte:02x} on this line); save it as UTF-8, \
+             which spreadsheet programs offer as \"CSV UTF-8\""
+        ),
+    )
 }
 
 /// A header name as LibreQoS compares it: ASCII letters and digits, lower-case.
@@ -186,42 +200,6 @@ fn normalise(header: &str) -> String {
         .filter(char::is_ascii_alphanumeric)
         .map(|c| c.to_ascii_lowercase())
         .collect()
-}
-
-/// Turns byte offsets of records into 1-based lines. The csv crate reports a record at the
-/// offset where it started looking for it, before the comments and blank lines it skipped, so
-/// the offset is moved past those first, as the reader did.
-struct Lines<'a> {
-    text: &'a [u8],
-    at: usize,
-    line: usize,
-}
-
-impl Lines<'_> {
-    fn line_of(&mut self, position: Option<&csv::Position>) -> Option<usize> {
-        let mut p = usize::try_from(position?.byte()).ok()?.min(self.text.len());
-        loop {
-            match self.text.get(p) {
-                Some(b'\r' | b'\n') => p += 1,
-                Some(b'#') => {
-                    let rest = self.text.get(p..).unwrap_or_default();
-                    p = match rest.iter().position(|&b| b == b'\n') {
-                        Some(i) => p + i + 1,
-                        None => self.text.len(),
-                    };
-                }
-                _ => break,
-            }
-        }
-        if p < self.at {
-            self.at = 0;
-            self.line = 1;
-        }
-        let between = self.text.get(self.at..p).unwrap_or_default();
-        self.line += between.iter().filter(|&&b| b == b'\n').count();
-        self.at = p;
-        Some(self.line)
-    }
 }
 
 /// Where each column sheetcake reads is.
@@ -240,7 +218,7 @@ struct Layout {
 
 impl Layout {
     fn from_header(
-        header: &csv::StringRecord,
+        header: &[Cow<str>],
         line: Option<usize>,
         file: &str,
     ) -> Result<Layout, ConfigError> {
@@ -324,17 +302,18 @@ impl Layout {
     }
 }
 
-/// One device row, as written.
-struct Row {
+/// One device row, as written: slices of the file's text (copied only where unquoting changed
+/// them), so a row costs no allocation until its circuit becomes a record.
+struct Row<'a> {
     line: Option<usize>,
-    circuit: String,
-    parent: String,
-    ipv4: String,
-    ipv6: String,
-    download_min: String,
-    upload_min: String,
-    download_max: String,
-    upload_max: String,
+    circuit: Cow<'a, str>,
+    parent: Cow<'a, str>,
+    ipv4: Cow<'a, str>,
+    ipv6: Cow<'a, str>,
+    download_min: Cow<'a, str>,
+    upload_min: Cow<'a, str>,
+    download_max: Cow<'a, str>,
+    upload_max: Cow<'a, str>,
     sqm: Option<Sqm>,
 }
 
@@ -348,7 +327,7 @@ struct Sqm {
     up: Option<String>,
 }
 
-impl Row {
+impl Row<'_> {
     /// The row in errors: `row 7 (circuit)` (made only for an error: a million rows would
     /// otherwise format a million names).
     fn name(&self) -> String {
@@ -408,32 +387,86 @@ fn same_rate(a: &str, b: &str) -> bool {
     }
 }
 
-/// The rows of one circuit, merged.
-struct Circuit {
-    first: Row,
-    addresses: Vec<Value<String>>,
-    /// The first `sqm` given by any row.
-    sqm: Option<Sqm>,
+/// What merging a circuit's further rows needs beyond its record: the first row's line, the
+/// minimum rates (which the record does not keep) and the first `sqm` given by any row.
+struct Circuit<'a> {
+    line: Option<usize>,
+    download_min: Cow<'a, str>,
+    upload_min: Cow<'a, str>,
+    sqm: Option<Box<Sqm>>,
 }
 
-impl Circuit {
-    /// A circuit of one row so far.
-    fn new(row: Row) -> Circuit {
-        let mut c = Circuit {
-            addresses: Vec::new(),
-            sqm: row.sqm.clone(),
-            first: row,
+/// The text of a rate the reader wrote (always Mbit/s).
+fn mbps_text(rate: &Value<RateText>) -> &str {
+    match &rate.value {
+        RateText::Mbps(t) | RateText::Tc(t) => t,
+    }
+}
+
+impl<'a> Circuit<'a> {
+    /// A circuit of one row so far, and its record.
+    fn start(row: Row<'a>) -> (SubscriberRecord, Circuit<'a>) {
+        let line = row.line;
+        let mut record = SubscriberRecord {
+            label: row_label(line),
+            id: Value::new(row.circuit.clone().into_owned(), CIRCUIT_ID, line),
+            // Most circuits are one device with an IPv4 address and an IPv6 prefix.
+            addresses: Vec::with_capacity(2),
+            addresses_at: Value::new((), IPV4, line),
+            download: Value::new(
+                RateText::Mbps(row.download_max.clone().into_owned()),
+                DOWNLOAD_MAX,
+                line,
+            ),
+            upload: Value::new(
+                RateText::Mbps(row.upload_max.clone().into_owned()),
+                UPLOAD_MAX,
+                line,
+            ),
+            download_options: None,
+            upload_options: None,
+            node: if row.parent.is_empty() {
+                None
+            } else {
+                Some(Value::new(
+                    row.parent.clone().into_owned(),
+                    PARENT_NODE,
+                    line,
+                ))
+            },
         };
-        add_addresses(&mut c.addresses, &c.first);
-        c
+        add_addresses(&mut record.addresses, &row);
+        let mut circuit = Circuit {
+            line,
+            download_min: row.download_min,
+            upload_min: row.upload_min,
+            sqm: None,
+        };
+        if let Some(sqm) = row.sqm {
+            circuit.take_sqm(&mut record, sqm);
+        }
+        (record, circuit)
     }
 
-    fn add_sqm(&mut self, row: &Row, file: &str, errors: &mut Vec<ConfigError>) {
-        let Some(sqm) = &row.sqm else {
+    /// The circuit's `sqm`, given by one of its rows: its words become the record's options.
+    fn take_sqm(&mut self, record: &mut SubscriberRecord, sqm: Sqm) {
+        record.download_options = sqm.down.clone().map(|w| Value::new(w, SQM, sqm.line));
+        record.upload_options = sqm.up.clone().map(|w| Value::new(w, SQM, sqm.line));
+        self.sqm = Some(Box::new(sqm));
+    }
+
+    fn add_sqm(
+        &mut self,
+        record: &mut SubscriberRecord,
+        row: &mut Row,
+        file: &str,
+        errors: &mut Vec<ConfigError>,
+    ) {
+        let Some(sqm) = row.sqm.take() else {
             return;
         };
         match &self.sqm {
-            None => self.sqm = Some(sqm.clone()),
+            None => self.take_sqm(record, sqm),
             Some(first) => {
                 if first.text != sqm.text {
                     errors.push(error(
@@ -454,21 +487,31 @@ impl Circuit {
         }
     }
 
-    /// Merges a further row of this circuit, reporting what it contradicts.
-    fn merge(&mut self, row: Row, file: &str, errors: &mut Vec<ConfigError>) {
-        let first = &self.first;
+    /// Merges a further row of this circuit into its record, reporting what it contradicts.
+    fn merge(
+        &mut self,
+        record: &mut SubscriberRecord,
+        mut row: Row<'a>,
+        file: &str,
+        errors: &mut Vec<ConfigError>,
+    ) {
+        let parent = record.node.as_ref().map_or("", |n| n.value.as_str());
         let rates = [
-            (DOWNLOAD_MAX, &first.download_max, &row.download_max),
-            (UPLOAD_MAX, &first.upload_max, &row.upload_max),
-            (DOWNLOAD_MIN, &first.download_min, &row.download_min),
-            (UPLOAD_MIN, &first.upload_min, &row.upload_min),
+            (
+                DOWNLOAD_MAX,
+                mbps_text(&record.download),
+                &*row.download_max,
+            ),
+            (UPLOAD_MAX, mbps_text(&record.upload), &*row.upload_max),
+            (DOWNLOAD_MIN, &*self.download_min, &*row.download_min),
+            (UPLOAD_MIN, &*self.upload_min, &*row.upload_min),
         ];
-        let mut disagreements: Vec<(&str, &String, &String)> = rates
+        let mut disagreements: Vec<(&str, &str, &str)> = rates
             .into_iter()
             .filter(|(_, a, b)| !same_rate(a, b))
             .collect();
-        if first.parent != row.parent {
-            disagreements.push((PARENT_NODE, &first.parent, &row.parent));
+        if parent != row.parent {
+            disagreements.push((PARENT_NODE, parent, &row.parent));
         }
         for (field, theirs, ours) in disagreements {
             errors.push(error(
@@ -478,51 +521,19 @@ impl Circuit {
                 format!(
                     "{field} is {ours:?} here but {theirs:?} on line {}, the first row of \
                      circuit {:?}; every row of a circuit is one subscriber, so the rows must agree",
-                    first.line.map_or("?".to_owned(), |l| l.to_string()),
+                    self.line.map_or("?".to_owned(), |l| l.to_string()),
                     row.circuit
                 ),
             ));
         }
-        add_addresses(&mut self.addresses, &row);
-        self.add_sqm(&row, file, errors);
-    }
-
-    fn into_record(self) -> SubscriberRecord {
-        let Circuit {
-            first,
-            addresses,
-            sqm,
-            ..
-        } = self;
-        let line = first.line;
-        let (download_options, upload_options) = match sqm {
-            Some(Sqm { line, down, up, .. }) => (
-                down.map(|w| Value::new(w, SQM, line)),
-                up.map(|w| Value::new(w, SQM, line)),
-            ),
-            None => (None, None),
-        };
-        SubscriberRecord {
-            label: row_label(line),
-            id: Value::new(first.circuit, CIRCUIT_ID, line),
-            addresses,
-            addresses_at: Value::new((), IPV4, line),
-            download: Value::new(RateText::Mbps(first.download_max), DOWNLOAD_MAX, line),
-            upload: Value::new(RateText::Mbps(first.upload_max), UPLOAD_MAX, line),
-            download_options,
-            upload_options,
-            node: if first.parent.is_empty() {
-                None
-            } else {
-                Some(Value::new(first.parent, PARENT_NODE, line))
-            },
-        }
+        add_addresses(&mut record.addresses, &row);
+        self.add_sqm(record, &mut row, file, errors);
     }
 }
 
 /// Adds a row's addresses that the circuit does not have yet. A circuit has a handful of
 /// addresses, so a scan of those it has costs less than a set per circuit.
-fn add_addresses(addresses: &mut Vec<Value<String>>, row: &Row) {
+fn add_addresses(addresses: &mut Vec<Value<String>>, row: &Row<'_>) {
     for (field, list) in [(IPV4, &row.ipv4), (IPV6, &row.ipv6)] {
         for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             if !addresses.iter().any(|a| a.value == item) {
@@ -533,7 +544,7 @@ fn add_addresses(addresses: &mut Vec<Value<String>>, row: &Row) {
 }
 
 /// Checks what one row says on its own, reporting to `errors`.
-fn check_row(row: &Row, parent_id: &str, file: &str, errors: &mut Vec<ConfigError>) {
+fn check_row(row: &Row<'_>, parent_id: &str, file: &str, errors: &mut Vec<ConfigError>) {
     let mut report = |field: &str, message: String| {
         errors.push(error(
             file,
@@ -552,7 +563,7 @@ fn check_row(row: &Row, parent_id: &str, file: &str, errors: &mut Vec<ConfigErro
         (UPLOAD_MAX, &row.upload_max, UPLOAD_MIN, &row.upload_min),
     ] {
         // The shared checks would say the same; saying it here reports it with the rest.
-        if let Err(message) = RateText::Mbps(max.clone()).bytes_per_second() {
+        if let Err(message) = RateText::mbps_bytes_per_second(max) {
             report(max_field, message);
         }
         match min.trim().parse::<f64>() {
@@ -592,40 +603,33 @@ fn check_row(row: &Row, parent_id: &str, file: &str, errors: &mut Vec<ConfigErro
 /// every rule.
 pub fn parse_shaped_devices(text: &str, file: &str) -> Result<Records, Vec<ConfigError>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .comment(Some(b'#'))
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let mut lines = Lines {
-        text: text.as_bytes(),
-        at: 0,
-        line: 1,
-    };
+    let mut reader = csv_text::Records::new(text);
     let mut errors = Vec::new();
     let mut layout: Option<(Layout, usize)> = None;
+    // A record per circuit, in the order of its first row, and what merging its other rows
+    // needs: about one circuit per 80 bytes of file.
+    let mut subscribers: Vec<SubscriberRecord> = Vec::with_capacity(text.len() / 80);
     let mut circuits: Vec<Circuit> = Vec::with_capacity(text.len() / 80);
-    let mut by_id: IdMap<usize> = IdMap::default();
-    // About one circuit per 80 bytes of file: no rehashing as the map grows.
+    // Keyed by slices of the text, sized so the map does not rehash as it grows.
+    let mut by_id: IdMap<usize, Cow<str>> = IdMap::default();
     by_id.reserve(text.len() / 80);
-    let mut record = csv::StringRecord::new();
-    loop {
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let line = lines.line_of(e.position());
-                let io = matches!(e.kind(), csv::ErrorKind::Io(_));
-                errors.push(error(file, line, "(syntax)", format!("not valid CSV: {e}")));
-                if io {
-                    break;
-                }
-                continue;
+    let mut record: Vec<Cow<str>> = Vec::new();
+    while let Some(read) = reader.next_into(&mut record) {
+        let line = match read {
+            Ok(line) => Some(line),
+            Err(csv_text::Unclosed { line }) => {
+                errors.push(error(
+                    file,
+                    Some(line),
+                    "(syntax)",
+                    "a field opens a double quote on this line that no later quote closes; \
+                     close it, or write a quote inside a quoted field as two (\"\")"
+                        .to_owned(),
+                ));
+                break;
             }
-        }
-        let line = lines.line_of(record.position());
-        if record.iter().all(str::is_empty) {
+        };
+        if record.iter().all(|f| f.is_empty()) {
             continue;
         }
         let Some((columns, width)) = &layout else {
@@ -635,7 +639,6 @@ pub fn parse_shaped_devices(text: &str, file: &str) -> Result<Records, Vec<Confi
             }
             continue;
         };
-        let field = |i: usize| record.get(i).unwrap_or_default().to_owned();
         if record.len() != *width {
             errors.push(error(
                 file,
@@ -649,8 +652,10 @@ pub fn parse_shaped_devices(text: &str, file: &str) -> Result<Records, Vec<Confi
             ));
             continue;
         }
+        // Every index is below the width the header set, which this record has.
+        let mut field = |i: usize| std::mem::take(&mut record[i]);
         let circuit = field(columns.circuit);
-        let sqm_text = columns.sqm.map(&field).unwrap_or_default();
+        let sqm_text = columns.sqm.map(&mut field).unwrap_or_default();
         let sqm = if sqm_text.is_empty() {
             None
         } else {
@@ -680,19 +685,21 @@ pub fn parse_shaped_devices(text: &str, file: &str) -> Result<Records, Vec<Confi
             upload_max: field(columns.upload_max),
             sqm,
         };
-        let parent_id = columns.parent_id.map(&field).unwrap_or_default();
+        let parent_id = columns.parent_id.map(&mut field).unwrap_or_default();
         check_row(&row, &parent_id, file, &mut errors);
-        match by_id.get(&row.circuit).copied() {
+        match by_id.get(row.circuit.as_ref()).copied() {
             Some(i) if !row.circuit.is_empty() => {
-                if let Some(c) = circuits.get_mut(i) {
-                    c.merge(row, file, &mut errors);
+                if let (Some(r), Some(c)) = (subscribers.get_mut(i), circuits.get_mut(i)) {
+                    c.merge(r, row, file, &mut errors);
                 }
             }
             _ => {
                 if !row.circuit.is_empty() {
                     by_id.insert(row.circuit.clone(), circuits.len());
                 }
-                circuits.push(Circuit::new(row));
+                let (record, circuit) = Circuit::start(row);
+                subscribers.push(record);
+                circuits.push(circuit);
             }
         }
     }
@@ -710,7 +717,7 @@ pub fn parse_shaped_devices(text: &str, file: &str) -> Result<Records, Vec<Confi
         return Err(errors);
     }
     Ok(Records {
-        subscribers: circuits.into_iter().map(Circuit::into_record).collect(),
+        subscribers,
         nodes: Vec::new(),
     })
 }
@@ -942,7 +949,7 @@ impl TreeReader<'_> {
                 return None;
             }
         };
-        match RateText::Mbps(text.clone()).bytes_per_second() {
+        match RateText::mbps_bytes_per_second(&text) {
             Ok(bytes) => Some(Capacity {
                 bytes,
                 text,
@@ -1396,6 +1403,28 @@ Circuit ID,Circuit Name,Device ID,Device Name,Parent Node,MAC,IPv4,IPv6,Download
     }
 
     #[test]
+    fn quoted_fields_read_as_written_and_a_quote_never_closed_names_its_line() {
+        let r = devices(&csv(&[
+            "\"a\",,1,,,,\"10.0.0.1, 10.0.0.2\",,1,1,100,20,\"say \"\"hi\"\", twice\"",
+        ]));
+        assert_eq!(r.subscribers[0].id.value, "a");
+        let addresses: Vec<&str> = r.subscribers[0]
+            .addresses
+            .iter()
+            .map(|a| a.value.as_str())
+            .collect();
+        assert_eq!(addresses, ["10.0.0.1", "10.0.0.2"]);
+        let e = device_errors(&csv(&[
+            "b,,2,,,,10.0.0.2,,1,1,100,20,",
+            "c,,3,,,,10.0.0.3,,1,1,100,20,\"no end",
+            "d,,4,,,,10.0.0.4,,1,1,100,20,",
+        ]));
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert_eq!((e[0].line, e[0].key.as_str()), (Some(3), "(syntax)"));
+        assert!(e[0].message.contains("no later quote closes"), "{e:#?}");
+    }
+
+    #[test]
     fn a_parent_node_id_without_a_parent_node_is_an_error() {
         let e = device_errors(
             "Circuit ID,Parent Node,Parent Node ID,IPv4,IPv6,Download Min Mbps,Upload Min Mbps,\
@@ -1502,9 +1531,12 @@ Circuit ID,Circuit Name,Device ID,Device Name,Parent Node,MAC,IPv4,IPv6,Download
     }
 
     #[test]
-    fn text_of_strips_a_bom_and_names_the_line_of_bad_bytes() {
-        assert_eq!(text_of(b"\xef\xbb\xbfa,b\n", "f"), Ok("a,b\n"));
-        let e = text_of(b"a,b\n1,Caf\xe9\n", "f").unwrap_err();
+    fn text_from_strips_a_bom_and_names_the_line_of_bad_bytes() {
+        assert_eq!(
+            text_from(b"\xef\xbb\xbfa,b\n".to_vec(), "f"),
+            Ok("a,b\n".to_owned())
+        );
+        let e = text_from(b"a,b\n1,Caf\xe9\n".to_vec(), "f").unwrap_err();
         assert_eq!(e.line, Some(2));
         assert!(e.message.contains("0xe9"));
     }

@@ -49,32 +49,45 @@ pub const MAX_RATE: u64 = 400_000_000_000 / 8;
 impl RateText {
     /// Bytes per second, or what was expected.
     pub fn bytes_per_second(&self) -> Result<u64, String> {
-        let bytes = match self {
-            RateText::Tc(text) => parse_rate(text.trim()).ok_or_else(|| {
-                format!(
-                    "{text:?} is not a rate; expected a number with a unit, like 20mbit, \
-                     500kbit or 1gbit"
-                )
-            })?,
-            RateText::Mbps(text) => match text.trim().parse::<f64>() {
-                Ok(mbps) if mbps.is_finite() && mbps > 0.0 => (mbps * 1e6 / 8.0).round() as u64,
-                _ => {
-                    return Err(format!(
-                        "{text:?} is not a rate; expected a number of Mbit/s, like 100 or 2.5"
-                    ))
-                }
-            },
-        };
-        if !(MIN_RATE..=MAX_RATE).contains(&bytes) {
-            return Err(format!(
-                "{} is out of range; expected 128kbit to 400gbit",
-                match self {
-                    RateText::Tc(t) => t.trim().to_owned(),
-                    RateText::Mbps(t) => format!("{} Mbit/s", t.trim()),
-                }
-            ));
+        match self {
+            RateText::Tc(text) => {
+                let bytes = parse_rate(text.trim()).ok_or_else(|| {
+                    format!(
+                        "{text:?} is not a rate; expected a number with a unit, like 20mbit, \
+                         500kbit or 1gbit"
+                    )
+                })?;
+                in_range(bytes, || text.trim().to_owned())
+            }
+            RateText::Mbps(text) => Self::mbps_bytes_per_second(text),
         }
+    }
+
+    /// Bytes per second of a number of Mbit/s, or what was expected: what
+    /// [`RateText::Mbps`] holding `text` gives, without the copy.
+    pub fn mbps_bytes_per_second(text: &str) -> Result<u64, String> {
+        match text.trim().parse::<f64>() {
+            Ok(mbps) if mbps.is_finite() && mbps > 0.0 => {
+                in_range((mbps * 1e6 / 8.0).round() as u64, || {
+                    format!("{} Mbit/s", text.trim())
+                })
+            }
+            _ => Err(format!(
+                "{text:?} is not a rate; expected a number of Mbit/s, like 100 or 2.5"
+            )),
+        }
+    }
+}
+
+/// `bytes` if sheetcake shapes at that rate; else an error showing the rate as `shown` writes it.
+fn in_range(bytes: u64, shown: impl FnOnce() -> String) -> Result<u64, String> {
+    if (MIN_RATE..=MAX_RATE).contains(&bytes) {
         Ok(bytes)
+    } else {
+        Err(format!(
+            "{} is out of range; expected 128kbit to 400gbit",
+            shown()
+        ))
     }
 }
 
@@ -123,6 +136,30 @@ pub struct Records {
 /// Longest ID accepted: IDs become Prometheus labels and URL path segments.
 pub const MAX_ID_LEN: usize = 200;
 
+/// A record's name in errors, `row 7 (cust-1)`, formatted only when an error is written.
+#[derive(Clone, Copy)]
+pub struct RecordName<'r> {
+    label: &'r str,
+    id: &'r str,
+}
+
+impl<'r> RecordName<'r> {
+    /// The name of the record `label` whose ID is `id` (empty: none).
+    pub fn new(label: &'r str, id: &'r str) -> RecordName<'r> {
+        RecordName { label, id }
+    }
+}
+
+impl std::fmt::Display for RecordName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.id.is_empty() {
+            f.write_str(self.label)
+        } else {
+            write!(f, "{} ({})", self.label, self.id)
+        }
+    }
+}
+
 /// Collects errors for one source.
 pub struct Checker<'a> {
     /// The file (or `request body`) errors name.
@@ -141,7 +178,12 @@ impl<'a> Checker<'a> {
     }
 
     /// Records an error about `value` of the record `record`.
-    pub fn error<T>(&mut self, record: &str, value: &Value<T>, message: impl Into<String>) {
+    pub fn error<T>(
+        &mut self,
+        record: impl std::fmt::Display,
+        value: &Value<T>,
+        message: impl Into<String>,
+    ) {
         self.errors.push(ConfigError {
             file: self.file.into(),
             line: value.line,
@@ -152,11 +194,7 @@ impl<'a> Checker<'a> {
 
     /// The record's name in errors: its label and, when it has one, its ID.
     pub fn record_name(label: &str, id: &str) -> String {
-        if id.is_empty() {
-            label.to_owned()
-        } else {
-            format!("{label} ({id})")
-        }
+        RecordName::new(label, id).to_string()
     }
 
     /// An ID, trimmed, if it is acceptable.
@@ -175,7 +213,7 @@ impl<'a> Checker<'a> {
         None
     }
 
-    fn rate(&mut self, record: &str, rate: &Value<RateText>) -> Option<u64> {
+    fn rate(&mut self, record: impl std::fmt::Display, rate: &Value<RateText>) -> Option<u64> {
         match rate.value.bytes_per_second() {
             Ok(b) => Some(b),
             Err(message) => {
@@ -188,9 +226,9 @@ impl<'a> Checker<'a> {
     /// A node, if every field is good.
     pub fn node(&mut self, r: &NodeRecord) -> Option<Node> {
         let id = self.id(&r.label, &r.id);
-        let name = Self::record_name(&r.label, id.as_deref().unwrap_or(""));
-        let download = self.rate(&name, &r.download);
-        let upload = self.rate(&name, &r.upload);
+        let name = RecordName::new(&r.label, id.as_deref().unwrap_or(""));
+        let download = self.rate(name, &r.download);
+        let upload = self.rate(name, &r.upload);
         Some(Node {
             id: id?,
             download: download?,
@@ -209,12 +247,13 @@ impl<'a> Checker<'a> {
         node_ids: impl Fn() -> Vec<String>,
     ) -> Option<Subscriber> {
         let id = self.id(&r.label, &r.id);
-        let name = Self::record_name(&r.label, id.as_deref().unwrap_or(""));
+        // Formatted only for an error: a million records would otherwise format a million names.
+        let name = RecordName::new(&r.label, id.as_deref().unwrap_or(""));
         let mut prefixes = Vec::with_capacity(r.addresses.len());
         let mut addresses_ok = true;
         if r.addresses.is_empty() {
             self.error(
-                &name,
+                name,
                 &r.addresses_at,
                 "expected at least one address or prefix",
             );
@@ -224,13 +263,13 @@ impl<'a> Checker<'a> {
             match Prefix::parse(&a.value) {
                 Ok(p) => prefixes.push(p),
                 Err(e) => {
-                    self.error(&name, a, e.to_string());
+                    self.error(name, a, e.to_string());
                     addresses_ok = false;
                 }
             }
         }
-        let download = self.direction(&name, &r.download, &r.download_options, &defaults.download);
-        let upload = self.direction(&name, &r.upload, &r.upload_options, &defaults.upload);
+        let download = self.direction(name, &r.download, &r.download_options, &defaults.download);
+        let upload = self.direction(name, &r.upload, &r.upload_options, &defaults.upload);
         let node = match &r.node {
             None => None,
             Some(n) => {
@@ -243,7 +282,7 @@ impl<'a> Checker<'a> {
                     let mut ids = node_ids();
                     ids.sort_unstable();
                     self.error(
-                        &name,
+                        name,
                         n,
                         format!(
                             "no node has the ID {wanted:?}; expected one of the known nodes ({})",
@@ -272,14 +311,25 @@ impl<'a> Checker<'a> {
 
     fn direction(
         &mut self,
-        record: &str,
+        record: RecordName<'_>,
         rate: &Value<RateText>,
         options: &Option<Value<String>>,
         default_words: &str,
     ) -> Option<CakeConfig> {
         let bandwidth = self.rate(record, rate);
-        // The defaults were validated with the configuration.
-        let mut config = CakeConfig::parse(default_words).ok()?;
+        // The defaults were validated with the configuration; still, a record is refused only
+        // with an error, so that every record without one is in the set.
+        let mut config = match CakeConfig::parse(default_words) {
+            Ok(c) => c,
+            Err(e) => {
+                self.error(
+                    record,
+                    rate,
+                    format!("the configured default options {default_words:?} are not valid: {e}"),
+                );
+                return None;
+            }
+        };
         if let Some(words) = options {
             if let Err(e) = config.apply_words(&words.value) {
                 self.error(record, words, format!("not valid tc-cake options: {e}"));

@@ -22,9 +22,9 @@
 //! once with its line, field and what was expected. Addresses may not be shared or overlap
 //! between subscribers: a frame must belong to exactly one.
 
-use crate::address_space::AddressSpace;
+use crate::address_space::{AddressSpace, Overlap};
 use crate::config::{ConfigError, ConfigErrors};
-use crate::records::{Checker, NodeRecord, RateText, Records, SubscriberRecord, Value};
+use crate::records::{Checker, NodeRecord, RateText, RecordName, Records, SubscriberRecord, Value};
 use serde::Deserialize;
 use sheetcake_cake::CakeConfig;
 use sheetcake_dataplane::classify::{AddressTable, Prefix, SubscriberSlot};
@@ -114,7 +114,7 @@ pub struct SubscriberSet {
 }
 
 /// IDs to what they name, hashed with FNV-1a (see [`Fnv1a`]).
-pub type IdMap<V> = HashMap<String, V, BuildHasherDefault<Fnv1a>>;
+pub type IdMap<V, K = String> = HashMap<K, V, BuildHasherDefault<Fnv1a>>;
 
 /// Byte offsets to 1-based lines, for a file of many records: one pass over the text to find
 /// the line starts, then a binary search per lookup (counting newlines from the start for
@@ -263,9 +263,7 @@ fn read(path: &Path, what: &str) -> Result<String, ConfigErrors> {
             format!("cannot read the {what}: {e}"),
         )
     })?;
-    crate::libreqos::text_of(&bytes, &file)
-        .map(str::to_owned)
-        .map_err(|e| ConfigErrors(vec![e]))
+    crate::libreqos::text_from(bytes, &file).map_err(|e| ConfigErrors(vec![e]))
 }
 
 impl SubscriberSource {
@@ -322,7 +320,7 @@ impl SubscriberSet {
     ) -> Result<SubscriberSet, ConfigErrors> {
         let mut check = Checker::new(file);
         let mut nodes = Vec::with_capacity(records.nodes.len());
-        let mut node_ids: IdMap<&NodeRecord> = IdMap::default();
+        let mut node_ids: IdMap<&NodeRecord, &str> = IdMap::default();
         for r in &records.nodes {
             let checked = check.node(r);
             let id = r.id.value.trim();
@@ -331,75 +329,66 @@ impl SubscriberSet {
                     "the ID is already used by {}; IDs must be unique",
                     first.label
                 );
-                check.error(&Checker::record_name(&r.label, id), &r.id, message);
+                check.error(RecordName::new(&r.label, id), &r.id, message);
                 continue;
             }
             if !id.is_empty() {
-                node_ids.insert(id.to_owned(), r);
+                node_ids.insert(id, r);
             }
             nodes.extend(checked);
         }
         let mut subscribers = Vec::with_capacity(records.subscribers.len());
-        let mut seen: IdMap<&SubscriberRecord> = IdMap::default();
+        let mut seen: IdMap<&SubscriberRecord, &str> = IdMap::default();
         seen.reserve(records.subscribers.len());
-        // Held by the index of the record, for the error message. With no error every record
-        // is in the set, so the index is also the slot.
-        let mut space: AddressSpace<u32> = AddressSpace::new();
-        let mut addresses = AddressTable::new();
+        // Every address that parses, held by the index of its record: addresses are checked
+        // against the others even when another field is bad, so one pass reports every
+        // problem. With no error every record is in the set, so the index is also the slot.
+        let mut held: Vec<(Prefix, u32)> = Vec::with_capacity(records.subscribers.len() * 2);
         for (i, r) in records.subscribers.iter().enumerate() {
             let checked = check.subscriber(
                 r,
                 defaults,
                 |id| node_ids.contains_key(id),
-                || node_ids.keys().cloned().collect(),
+                || node_ids.keys().map(|&k| k.to_owned()).collect(),
             );
             let id = r.id.value.trim();
-            // Named only for an error.
-            let name = || Checker::record_name(&r.label, id);
-            let mut clean = true;
             if let Some(first) = seen.get(id) {
                 let message = format!(
                     "the ID is already used by {}; IDs must be unique",
                     first.label
                 );
-                check.error(&name(), &r.id, message);
-                clean = false;
+                check.error(RecordName::new(&r.label, id), &r.id, message);
             } else if !id.is_empty() {
-                seen.insert(id.to_owned(), r);
+                seen.insert(id, r);
             }
-            // Addresses are checked against the others even when another field is bad, so
-            // one pass reports every problem (those that do not parse were reported above).
-            for at in &r.addresses {
-                let Ok(p) = Prefix::parse(&at.value) else {
-                    continue;
-                };
-                if let Some((q, other)) = space.conflict(&p, |_| false) {
-                    let other = other as usize;
-                    let message = if other == i {
-                        format!("{p} overlaps {q}, another of its addresses; list each once")
-                    } else {
-                        let other = &records.subscribers[other];
-                        format!(
-                            "{p} overlaps {q} of {} ({}); a frame must belong to one subscriber",
-                            other.label,
-                            other.id.value.trim()
-                        )
-                    };
-                    check.error(&name(), at, message);
-                    clean = false;
-                    continue;
+            match checked {
+                Some(s) => {
+                    held.extend(s.prefixes.iter().map(|&p| (p, i as u32)));
+                    subscribers.push(s);
                 }
-                space.insert(p, i as u32);
+                // Those that do not parse were reported by the checker.
+                None => held.extend(
+                    r.addresses
+                        .iter()
+                        .filter_map(|at| Prefix::parse(&at.value).ok())
+                        .map(|p| (p, i as u32)),
+                ),
             }
-            let Some(s) = checked.filter(|_| clean) else {
-                continue;
-            };
-            let slot = SubscriberSlot(subscribers.len() as u32);
-            for p in &s.prefixes {
-                addresses.insert(*p, slot);
-            }
-            subscribers.push(s);
         }
+        let mut addresses = AddressTable::new();
+        addresses.reserve_for(held.iter().map(|(p, _)| p));
+        for &(p, i) in &held {
+            addresses.insert(p, SubscriberSlot(i));
+        }
+        let space = match AddressSpace::build(held) {
+            Ok(space) => space,
+            Err(overlaps) => {
+                for o in overlaps {
+                    overlap_error(&mut check, &records.subscribers, o);
+                }
+                AddressSpace::new()
+            }
+        };
         if !check.errors.is_empty() {
             let mut errors = check.errors;
             errors.sort_by_key(|e| e.line);
@@ -411,6 +400,41 @@ impl SubscriberSet {
             space,
             nodes,
         })
+    }
+}
+
+/// Reports two records' prefixes that share addresses, at the record that comes later in the
+/// source (the one to change, as a check one record at a time would have found it).
+fn overlap_error(check: &mut Checker, records: &[SubscriberRecord], o: Overlap<u32>) {
+    let (ours, theirs) = if o.later.1 >= o.earlier.1 {
+        (o.later, o.earlier)
+    } else {
+        (o.earlier, o.later)
+    };
+    let ((p, i), (q, other)) = (ours, theirs);
+    let r = &records[i as usize];
+    let message = if other == i {
+        format!("{p} overlaps {q}, another of its addresses; list each once")
+    } else {
+        let other = &records[other as usize];
+        format!(
+            "{p} overlaps {q} of {} ({}); a frame must belong to one subscriber",
+            other.label,
+            other.id.value.trim()
+        )
+    };
+    // The address as written, for its line; the record's list if none parses to it.
+    match r
+        .addresses
+        .iter()
+        .find(|at| Prefix::parse(&at.value).ok() == Some(p))
+    {
+        Some(at) => check.error(RecordName::new(&r.label, r.id.value.trim()), at, message),
+        None => check.error(
+            RecordName::new(&r.label, r.id.value.trim()),
+            &r.addresses_at,
+            message,
+        ),
     }
 }
 

@@ -210,7 +210,8 @@ impl<K: Copy + Eq + std::hash::Hash> PrefixTable<K> {
             .find_map(|(len, map)| map.get(&mask(addr, *len)).copied())
     }
 
-    fn insert(&mut self, key: K, len: u8, slot: SubscriberSlot) -> Option<SubscriberSlot> {
+    /// The map of prefixes of `len`, made if there is none.
+    fn map_of(&mut self, len: u8) -> &mut AddressMap<K> {
         let at = match self.by_length.binary_search_by(|(l, _)| len.cmp(l)) {
             Ok(at) => at,
             Err(at) => {
@@ -218,7 +219,20 @@ impl<K: Copy + Eq + std::hash::Hash> PrefixTable<K> {
                 at
             }
         };
-        self.by_length[at].1.insert(key, slot)
+        &mut self.by_length[at].1
+    }
+
+    fn insert(&mut self, key: K, len: u8, slot: SubscriberSlot) -> Option<SubscriberSlot> {
+        self.map_of(len).insert(key, slot)
+    }
+
+    /// Room for `counts[len]` more prefixes of each length.
+    fn reserve(&mut self, counts: &[usize]) {
+        for (len, &n) in counts.iter().enumerate() {
+            if n > 0 {
+                self.map_of(len as u8).reserve(n);
+            }
+        }
     }
 
     fn remove(&mut self, key: K, len: u8) -> Option<SubscriberSlot> {
@@ -260,6 +274,21 @@ impl AddressTable {
     pub fn lookup_v6(&self, addr: [u8; 16]) -> Option<SubscriberSlot> {
         self.v6
             .lookup(u128::from_be_bytes(addr), |a, len| a & mask_v6(len))
+    }
+
+    /// Makes room for `prefixes` at once, so a table built from a million subscribers grows
+    /// each of its maps once instead of rehashing it at every doubling.
+    pub fn reserve_for<'p>(&mut self, prefixes: impl Iterator<Item = &'p Prefix>) {
+        let mut v4 = [0usize; 33];
+        let mut v6 = [0usize; 129];
+        for p in prefixes {
+            match *p {
+                Prefix::V4(_, len) => v4[usize::from(len).min(32)] += 1,
+                Prefix::V6(_, len) => v6[usize::from(len).min(128)] += 1,
+            }
+        }
+        self.v4.reserve(&v4);
+        self.v6.reserve(&v6);
     }
 
     /// Maps `prefix` (host bits cleared) to `slot`; returns the slot it replaced.

@@ -2,7 +2,7 @@
 # The API against a box of 100,000 subscribers (loaded from a generated LibreQoS
 # ShapedDevices.csv, on net_null ports that receive nothing): 200 single-subscriber rate changes
 # (HTTP round trip, and accept-to-applied as the API reports it), 50 additions and removals,
-# five /metrics scrapes, and
+# five /metrics scrapes, the last metrics refresh pass, and
 # promtool's verdict on the exposition. Run from the repository after `make build`:
 #   bench/scripts/api_100k.sh
 # Not part of `make bench` yet (issue #6 / #5): it needs curl, python3 and promtool.
@@ -54,6 +54,7 @@ PY
 for _ in 1 2 3 4 5; do
   curl -s -o metrics.txt -w 'scrape: %{time_total} s, %{size_download} bytes\n' http://127.0.0.1:19181/metrics
 done
+awk '/^sheetcake_metrics_refresh_duration_seconds / {printf "metrics refresh pass: %.1f ms\n", $2 * 1000}' metrics.txt
 promtool check metrics < metrics.txt && echo "promtool check metrics: clean"
 echo "subscriber series: $(grep -c '^sheetcake_subscriber_sent_bytes_total' metrics.txt) (default guard: the busiest 100, 2 directions)"
 kill -INT "$pid"

@@ -5,7 +5,8 @@
 # generated one of N circuits (default 1,000,000; one IPv4 address and one IPv6 /64 each), and a
 # reload through the API is timed from the moment the control thread reads the file to the
 # moment every worker has every new subscriber in force, as the log reports it. The same then
-# for the native JSON form. Run from the repository after `make build`:
+# for the native JSON form, and the metrics refresh pass over the million subscribers. Run from
+# the repository after `make build`:
 #   bench/scripts/load_1m.sh [N]
 set -euo pipefail
 n="${1:-1000000}"
@@ -54,6 +55,12 @@ run() {
   grep -m1 "in force at every worker" "out.$kind.log" | sed "s/^/  $kind: /"
   echo "  $kind: wall clock from the request to the log line: $(( ($(date +%s%N) - start) / 1000000 )) ms (100 ms polling)"
   curl -s "$api/health" | sed "s/^/  $kind: health /"; echo
+  # The once-a-second metrics refresh over every subscriber, as the box reports it.
+  for _ in 1 2 3; do
+    sleep 1.1
+    curl -s "$api/metrics" | awk -v k="$kind" \
+      '/^sheetcake_metrics_refresh_duration_seconds / {printf "  %s: metrics refresh pass %.1f ms\n", k, $2 * 1000}'
+  done
   kill -INT "$pid"
   wait "$pid" || true
 }

@@ -344,10 +344,13 @@ fn serve(mut request: tiny_http::Request, settings: &Api, shared: &Shared, calls
 
     if matches!((&method, segments.as_slice()), (Get, ["health"])) {
         let s = shared.snapshot.lock().clone();
+        // Before the first refresh the snapshot knows no workers: starting too.
+        let ready = !s.workers.is_empty() && s.workers_running == s.workers.len();
         let body = serde_json::json!({
-            "status": "ok", "version": s.version, "uptime_seconds": s.uptime_seconds,
-            "shaping": s.shaping, "subscribers": s.subscribers, "workers": s.workers.len(),
-            "changes_in_flight": s.changes_in_flight,
+            "status": if ready { "ok" } else { "starting" }, "version": s.version,
+            "uptime_seconds": s.uptime_seconds, "shaping": s.shaping,
+            "subscribers": s.subscribers, "workers": s.workers.len(),
+            "workers_running": s.workers_running, "changes_in_flight": s.changes_in_flight,
         });
         return respond(request, Reply::json(200, &body));
     }

@@ -451,7 +451,13 @@ fn run_workers(
                     };
                     let mut worker = Worker::new(pairs, counters, hz);
                     if let Some((setup, handoff)) = shaping {
+                        let building = std::time::Instant::now();
+                        let slots = setup.capacity;
                         worker = worker.with_shaping(setup, handoff);
+                        println!(
+                            "worker {w}: {slots} subscriber slots ready in {:.2} s; forwarding",
+                            building.elapsed().as_secs_f64()
+                        );
                     }
                     worker.run(stop);
                     all_stopped.wait();

@@ -226,11 +226,15 @@ impl ControlLoop<'_> {
                     in_flight.push(sent);
                 }
             }
-            if last_refresh.elapsed() >= REFRESH {
+            // Also at once when the last worker starts forwarding, so /health turns "ok" then.
+            let started_now = snapshot.workers_running < self.published.len()
+                && self.published.iter().all(|p| p.running());
+            if last_refresh.elapsed() >= REFRESH || started_now {
                 let secs = last_refresh.elapsed().as_secs_f64();
                 last_refresh = Instant::now();
                 let mut next = self.refresh(&mut sampling, started, secs);
                 next.changes_in_flight = in_flight.len();
+                next.refresh_seconds = last_refresh.elapsed().as_secs_f64();
                 snapshot = Arc::new(next);
                 *self.shared.snapshot.lock() = Arc::clone(&snapshot);
             }
@@ -379,6 +383,9 @@ impl ControlLoop<'_> {
             // The gauges are dense arrays by instance: one sequential pass over them ranks
             // every subscriber, and only the kept ones are looked up by slot for their ID.
             let registry = live.registry();
+            /// A subscriber's place in the ranking: busiest over the last second first, then
+            /// over all time (an idle box keeps exporting the same subscribers instead of none,
+            /// so their series do not break up between transfers).
             struct Ranked {
                 /// Bytes per second, both directions; bytes since start.
                 rate: f64,
@@ -387,7 +394,36 @@ impl ControlLoop<'_> {
                 local: usize,
                 entry: TopEntry,
             }
-            let mut ranked: Vec<Ranked> = Vec::new();
+            impl Ranked {
+                fn busier_first(&self, other: &Ranked) -> std::cmp::Ordering {
+                    other
+                        .rate
+                        .total_cmp(&self.rate)
+                        .then_with(|| other.total.cmp(&self.total))
+                        .then_with(|| (self.worker, self.local).cmp(&(other.worker, other.local)))
+                }
+            }
+            impl PartialEq for Ranked {
+                fn eq(&self, other: &Ranked) -> bool {
+                    self.busier_first(other).is_eq()
+                }
+            }
+            impl Eq for Ranked {}
+            impl PartialOrd for Ranked {
+                fn partial_cmp(&self, other: &Ranked) -> Option<std::cmp::Ordering> {
+                    Some(self.cmp(other))
+                }
+            }
+            impl Ord for Ranked {
+                fn cmp(&self, other: &Ranked) -> std::cmp::Ordering {
+                    self.busier_first(other)
+                }
+            }
+            // Only the kept ones are held, the least busy of them on top to be replaced: a
+            // vector of every subscriber would be 80 MB of fresh memory a second at a million.
+            let kept = TOP_KEPT.max(self.settings.api.subscriber_series);
+            let mut ranked: std::collections::BinaryHeap<Ranked> =
+                std::collections::BinaryHeap::with_capacity(kept + 1);
             for (w, g) in gauges.iter().enumerate() {
                 for (local, occupied) in registry.occupied(w).enumerate() {
                     let i = 2 * local;
@@ -399,36 +435,30 @@ impl ControlLoop<'_> {
                         last_arrived[w][i + d] = now;
                         backlog[d] = g[i + d].backlog_bytes();
                     }
-                    if occupied {
-                        ranked.push(Ranked {
-                            rate: rates[0] + rates[1],
-                            total: last_arrived[w][i] + last_arrived[w][i + 1],
-                            worker: w,
-                            local,
-                            entry: TopEntry {
-                                id: String::new(),
-                                rates,
-                                backlog,
-                            },
-                        });
+                    if !occupied {
+                        continue;
+                    }
+                    let r = Ranked {
+                        rate: rates[0] + rates[1],
+                        total: last_arrived[w][i] + last_arrived[w][i + 1],
+                        worker: w,
+                        local,
+                        entry: TopEntry {
+                            id: String::new(),
+                            rates,
+                            backlog,
+                        },
+                    };
+                    if ranked.len() < kept {
+                        ranked.push(r);
+                    } else if let Some(mut least) = ranked.peek_mut() {
+                        if r < *least {
+                            *least = r;
+                        }
                     }
                 }
             }
-            // Busiest over the last second first, then over all time: an idle box keeps
-            // exporting the same subscribers instead of none, so their series do not break
-            // up between transfers.
-            let order = |a: &Ranked, b: &Ranked| {
-                b.rate
-                    .total_cmp(&a.rate)
-                    .then_with(|| b.total.cmp(&a.total))
-                    .then_with(|| (a.worker, a.local).cmp(&(b.worker, b.local)))
-            };
-            let kept = TOP_KEPT.max(self.settings.api.subscriber_series);
-            if ranked.len() > kept {
-                ranked.select_nth_unstable_by(kept, order);
-                ranked.truncate(kept);
-            }
-            ranked.sort_unstable_by(order);
+            let ranked = ranked.into_sorted_vec();
             *top = ranked
                 .into_iter()
                 .filter_map(|r| {
@@ -462,6 +492,7 @@ impl ControlLoop<'_> {
                 live.request_report(id, crate::live::Waiter::Caller(id.clone(), Asker::Metrics));
             }
         }
+        snapshot.workers_running = self.published.iter().filter(|p| p.running()).count();
         snapshot.workers = self
             .published
             .iter()

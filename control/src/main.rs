@@ -5,6 +5,7 @@ mod api;
 mod appliance;
 mod config;
 mod control_loop;
+mod csv_text;
 mod ctl;
 mod handlers;
 mod json_source;

@@ -66,11 +66,15 @@ pub struct Snapshot {
     pub subscribers: usize,
     pub ports: Vec<PortSample>,
     pub workers: Vec<WorkerSample>,
+    /// Workers that have built their subscriber slots and forward.
+    pub workers_running: usize,
     pub mbufs_in_use: u32,
     pub mbufs_capacity: u32,
     pub exported: Vec<SubscriberSample>,
     /// Changes accepted and not yet in force at every worker.
     pub changes_in_flight: usize,
+    /// How long the control thread took to make this snapshot.
+    pub refresh_seconds: f64,
 }
 
 /// Builds one family at a time.
@@ -166,6 +170,13 @@ pub fn encode(s: &Snapshot) -> String {
     let mut capacity = Family::gauge("sheetcake_mbufs_capacity", "Packet buffers in the pool.");
     capacity.add(&[], f64::from(s.mbufs_capacity));
     push(capacity);
+    let mut refresh = Family::gauge(
+        "sheetcake_metrics_refresh_duration_seconds",
+        "How long the control thread's last once-a-second pass over every subscriber's gauges \
+         took (API requests wait meanwhile).",
+    );
+    refresh.add(&[], s.refresh_seconds);
+    push(refresh);
 
     type PortField = fn(&sheetcake_dataplane::dpdk::PortStats) -> u64;
     let port_fields: [(&str, &str, PortField); 8] = [

@@ -117,10 +117,20 @@ fn the_api_shapes_changes_and_releases_a_subscriber_and_prometheus_scrapes_it() 
     );
     let base = api_base(&app);
 
-    // Health needs no token; everything else does.
-    let (status, body) = call("GET", &format!("{base}/health"), None, None);
-    assert_eq!(status, 200, "{body}");
+    // Health needs no token; everything else does. It says "starting" until every worker
+    // forwards, then "ok".
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = call("GET", &format!("{base}/health"), None, None);
+        assert_eq!(status, 200, "{body}");
+        if body.contains("\"status\": \"ok\"") || Instant::now() > deadline {
+            break body;
+        }
+        assert!(body.contains("\"status\": \"starting\""), "{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(body.contains("\"status\": \"ok\""), "{body}");
+    assert!(body.contains("\"workers_running\": 1"), "{body}");
     let (status, _) = call("GET", &format!("{base}/v1/subscribers"), None, None);
     assert_eq!(status, 401);
     let (status, _) = call(

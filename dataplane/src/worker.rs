@@ -296,12 +296,16 @@ impl WorkerCounters {
 #[repr(align(64))]
 pub struct PublishedCounters {
     fields: [AtomicU64; COUNTER_WORDS],
+    /// Set when the worker enters its loop: its subscriber slots are built (a million of them
+    /// take seconds) and it forwards.
+    running: std::sync::atomic::AtomicBool,
 }
 
 impl Default for PublishedCounters {
     fn default() -> Self {
         PublishedCounters {
             fields: std::array::from_fn(|_| AtomicU64::new(0)),
+            running: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -311,6 +315,11 @@ impl PublishedCounters {
         for (slot, v) in self.fields.iter().zip(c.to_words()) {
             slot.store(v, Ordering::Relaxed);
         }
+    }
+
+    /// Whether the worker has entered its loop.
+    pub fn running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
     }
 
     /// The latest published counters.
@@ -552,6 +561,7 @@ impl<'port, 'shared> Worker<'port, 'shared> {
         let mut next_publish = started;
         let mut iteration_start = started;
         let mut previous_moved = false;
+        self.published.running.store(true, Ordering::Release);
         while !stop.load(Ordering::Relaxed) {
             // The one clock read of the loop: it ends the previous iteration (whose cycles count
             // as busy if it moved frames) and starts this one.

@@ -15,9 +15,13 @@ CARGO ?= cargo
 #   freeradius freeradius-rest freeradius-utils   the RADIUS hook's test runs the real server
 #                         (a private copy of its configuration, its own ports) and radclient;
 #                         the system service Debian starts on install is left alone
+#   kea-dhcp4-server isc-dhcp-client   the DHCP hook's test runs the real Kea (its run_script
+#                         library comes with kea-common) on a private configuration and a
+#                         veth of its own, for dhclient in a namespace; the system service
+#                         is left alone
 DEBIAN_PACKAGES := libdpdk-dev dpdk dpdk-dev clang libclang-dev pkg-config \
                    iproute2 ethtool iputils-ping iperf3 procps curl prometheus \
-                   freeradius freeradius-rest freeradius-utils
+                   freeradius freeradius-rest freeradius-utils kea-dhcp4-server isc-dhcp-client
 
 CAPTURES := target/captures
 

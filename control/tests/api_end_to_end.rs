@@ -5,8 +5,8 @@
 //! the box and a query returns the subscriber's byte counter; a bulk load of 100,000
 //! subscribers from a LibreQoS `ShapedDevices.csv` succeeds, and one bad row applies nothing;
 //! the hooks of `deploy/hooks` keep a client's subscriber in step with its leases (the Kea
-//! script, run as Kea's run_script library runs it) and its sessions (the FreeRADIUS module
-//! and policy, in the real FreeRADIUS).
+//! script, run as Kea's run_script library runs it and in the real Kea for a real DHCP client)
+//! and its sessions (the FreeRADIUS module and policy, in the real FreeRADIUS).
 
 mod common;
 
@@ -647,6 +647,377 @@ fn the_kea_hook_follows_a_clients_leases() {
     assert_clean_shutdown(status, &output);
 }
 
+/// A child process whose output (stdout and stderr, by lines) the test reads while it runs;
+/// killed on drop, so a failing test leaves nothing running.
+struct Daemon {
+    what: &'static str,
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn spawn(what: &'static str, command: &mut Command) -> Daemon {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what} (make deps installs it): {e}"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("piped")),
+        ] {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Daemon { what, child, lines }
+    }
+
+    /// Everything the process printed so far.
+    fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits until `count` printed lines contain `text`; returns them. Panics with the output
+    /// when the process exits first or `timeout` passes.
+    fn wait_for(&mut self, text: &str, count: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found: Vec<String> = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(text))
+                .cloned()
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                // Let the reader threads take the last lines.
+                std::thread::sleep(Duration::from_millis(200));
+                panic!(
+                    "{} exited with {status} before printing {text:?} {count} times:\n{}",
+                    self.what,
+                    self.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not print {text:?} {count} times within {timeout:?}:\n{}",
+                self.what,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The lines of a file that a hook appends to, empty while it does not exist.
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The Kea hook in `deploy/hooks/kea`, installed as its README says and run by the real Kea
+/// server (`kea-dhcp4` with the run_script library) for a real DHCP client (ISC dhclient),
+/// against a running sheetcake. Kea runs in the root namespace on its own veth, where the
+/// hook reaches the API on loopback as on an operator's box; the client runs in a namespace at
+/// the veth's other end, with a MAC the plan file lists. The lease creates the client's
+/// subscriber with the leased address and the plan's rates, a renewal keeps it, the release
+/// deletes it. Nothing of the system's Kea is used: its own configuration, lease file, pid
+/// and lock directories, no control socket, and only the test's interface.
+#[test]
+fn the_kea_hook_follows_a_real_kea_servers_leases() {
+    const MAC: &str = "02:00:00:00:77:01";
+    const SERVER: &str = "100.64.77.1";
+    let _serial = serial();
+    let dir = scratch("api_kea_server");
+    let csv = dir.join("ShapedDevices.csv");
+    std::fs::write(&csv, HEADER).expect("write");
+    let app = Appliance::start(
+        &dir,
+        &config(
+            "keasrv",
+            "net_null0,no-rx=1",
+            "net_null1,no-rx=1",
+            &csv.display().to_string(),
+            "",
+        ),
+    );
+    let base = api_base(&app);
+
+    // The client's namespace; the veth's root end is the server's interface.
+    let client = Host::without_address("sckea");
+    common::sh(
+        "ip",
+        &[
+            "-n",
+            &client.ns,
+            "link",
+            "set",
+            &client.inner(),
+            "address",
+            MAC,
+        ],
+    );
+    common::sh(
+        "ip",
+        &[
+            "addr",
+            "add",
+            &format!("{SERVER}/24"),
+            "dev",
+            &client.root_if,
+        ],
+    );
+
+    // The hook's settings, in a file of its own instead of /etc/sheetcake/kea-hook.conf.
+    let plans = dir.join("dhcp-plans");
+    std::fs::write(
+        &plans,
+        format!("# hwaddr, subscriber, download, upload\n{MAC} cust-kea 20mbit 5mbit\n"),
+    )
+    .expect("write");
+    let hook_conf = dir.join("kea-hook.conf");
+    std::fs::write(
+        &hook_conf,
+        format!(
+            "SHEETCAKE_API_URL={base}\nSHEETCAKE_API_TOKEN={TOKEN}\nSHEETCAKE_PLANS={}\n\
+             SHEETCAKE_STATE_DIR={}\n",
+            plans.display(),
+            dir.join("kea-state").display()
+        ),
+    )
+    .expect("write");
+    // Kea passes the script no environment of its own, so another settings file takes a
+    // wrapper, as the README shows. This one also notes each run that has finished: the hook
+    // is asynchronous, and the test asserts once the runs for an event are over.
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/hooks/kea/sheetcake-kea-hook.sh"
+    );
+    let finished = dir.join("hook-runs");
+    let wrapper = dir.join("sheetcake-kea-hook");
+    executable(
+        &wrapper,
+        &format!(
+            "#!/bin/sh\nSHEETCAKE_KEA_CONF={} {script} \"$@\"\necho \"$1\" >>{}\n",
+            hook_conf.display(),
+            finished.display()
+        ),
+    );
+    let runs = |point: &str| lines_of(&finished).iter().filter(|l| *l == point).count();
+
+    // A renewal after 3 s, so that the test sees one; the lease outlives the test.
+    let kea_conf = dir.join("kea-dhcp4.conf");
+    let kea = serde_json::json!({ "Dhcp4": {
+        "interfaces-config": { "interfaces": [client.root_if] },
+        "lease-database": {
+            "type": "memfile",
+            "persist": true,
+            "name": dir.join("kea-leases4.csv"),
+            "lfc-interval": 0
+        },
+        "renew-timer": 3,
+        "rebind-timer": 3000,
+        "valid-lifetime": 3600,
+        "subnet4": [{
+            "subnet": "100.64.77.0/24",
+            "pools": [{ "pool": "100.64.77.10 - 100.64.77.19" }]
+        }],
+        "hooks-libraries": [{
+            "library": "/usr/lib/x86_64-linux-gnu/kea/hooks/libdhcp_run_script.so",
+            "parameters": { "name": wrapper, "sync": false }
+        }],
+        "loggers": [{
+            "name": "kea-dhcp4",
+            "output_options": [{ "output": "stdout" }],
+            "severity": "INFO"
+        }]
+    }});
+    std::fs::write(&kea_conf, kea.to_string()).expect("write");
+    // The pid file and the logger's lock file, which default to the system Kea's directories
+    // in /run.
+    let kea_command = |option: &str| {
+        let mut c = Command::new("kea-dhcp4");
+        c.arg(option)
+            .arg(&kea_conf)
+            .env("KEA_PIDFILE_DIR", &dir)
+            .env("KEA_LOCKFILE_DIR", &dir);
+        c
+    };
+    let out = kea_command("-t")
+        .output()
+        .expect("kea-dhcp4 -t (make deps installs kea-dhcp4-server)");
+    assert!(
+        out.status.success(),
+        "kea-dhcp4 -t: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut server = Daemon::spawn("kea-dhcp4", &mut kea_command("-c"));
+    server.wait_for("DHCP4_STARTED", 1, Duration::from_secs(30));
+    let interfaces = server.wait_for("DHCPSRV_CFGMGR_ADD_IFACE", 1, Duration::ZERO);
+    assert!(
+        interfaces.len() == 1
+            && interfaces[0].ends_with(&format!("listening on interface {}", client.root_if)),
+        "only the test's interface: {interfaces:#?}"
+    );
+
+    // dhclient's own files. Its script only sets the address, which the release needs (it is
+    // sent by unicast from the leased address); Debian's dhclient-script would also rewrite
+    // /etc/resolv.conf and run the system's hooks. The empty configuration keeps the system's
+    // /etc/dhcp/dhclient.conf out of the test.
+    let dhclient_script = dir.join("dhclient-script");
+    executable(
+        &dhclient_script,
+        "#!/bin/sh\nPATH=/usr/sbin:/usr/bin:/sbin:/bin\ncase $reason in\n\
+         PREINIT) ip link set dev \"$interface\" up ;;\n\
+         BOUND | RENEW | REBIND | REBOOT) ip addr replace \"$new_ip_address/$new_subnet_mask\" \
+         dev \"$interface\" ;;\n\
+         EXPIRE | FAIL | RELEASE | STOP) [ -z \"$old_ip_address\" ] || \
+         ip addr del \"$old_ip_address/$old_subnet_mask\" dev \"$interface\" ;;\nesac\nexit 0\n",
+    );
+    let dhclient_conf = dir.join("dhclient.conf");
+    std::fs::write(&dhclient_conf, "").expect("write");
+    let dhclient = |options: &[&str]| {
+        let mut c = client.command("dhclient");
+        c.args(options)
+            .arg("-v")
+            .arg("-cf")
+            .arg(&dhclient_conf)
+            .arg("-lf")
+            .arg(dir.join("dhclient.leases"))
+            .arg("-pf")
+            .arg(dir.join("dhclient.pid"))
+            .arg("-sf")
+            .arg(&dhclient_script)
+            .arg(client.inner());
+        c
+    };
+    let subscriber = format!("{base}/v1/subscribers/cust-kea");
+    // Waits until the hook has finished `count` runs for `point`.
+    let wait_runs = |server: &Daemon, point: &str, count: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while runs(point) < count {
+            assert!(
+                Instant::now() < deadline,
+                "{count} runs of the hook for {point} expected within 10 s, finished: {:?}\n{}",
+                lines_of(&finished),
+                server.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // The lease: one attempt, in the foreground, so that the client is a child of the test.
+    let mut lease = Daemon::spawn("dhclient", &mut dhclient(&["-d", "-1"]));
+    let bound = lease.wait_for("bound to ", 1, Duration::from_secs(30));
+    let address = bound[0]
+        .split_whitespace()
+        .nth(2)
+        .expect("bound to ADDRESS")
+        .to_owned();
+    let octets: Vec<u8> = address
+        .split('.')
+        .map(|o| o.parse().expect("an IPv4 address"))
+        .collect();
+    assert!(
+        octets[..3] == [100, 64, 77] && (10..=19).contains(&octets[3]),
+        "a lease from the pool: {address}"
+    );
+    wait_runs(&server, "leases4_committed", 1);
+    let expected = serde_json::json!({
+        "addresses": [format!("{address}/32")],
+        "download": "20Mbit",
+        "upload": "5Mbit",
+    });
+    let shaped = |when: &str| {
+        let (status, v) = api("GET", &subscriber, None);
+        assert_eq!(status, 200, "{when}: {v}\n{}", server.output());
+        let got = serde_json::json!({
+            "addresses": v["addresses"],
+            "download": v["download"],
+            "upload": v["upload"],
+        });
+        assert_eq!(got, expected, "{when}");
+    };
+    shaped("after the lease");
+
+    // The renewal: unicast to the server, which calls lease4_renew and leases4_committed.
+    lease.wait_for("bound to ", 2, Duration::from_secs(15));
+    assert!(
+        lease.output().contains(&format!(
+            "DHCPREQUEST for {address} on {} to {SERVER} port 67",
+            client.inner()
+        )),
+        "a renewal from the bound address:\n{}",
+        lease.output()
+    );
+    wait_runs(&server, "lease4_renew", 1);
+    wait_runs(&server, "leases4_committed", 2);
+    shaped("after the renewal");
+
+    // The release, well before the next renewal (3 s away), whose hook runs would otherwise
+    // race the release's: `dhclient -r` stops the running client (by its pid file) and sends
+    // the DHCPRELEASE.
+    let out = dhclient(&["-r"]).output().expect("dhclient -r");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains(&format!("DHCPRELEASE of {address} ")),
+        "dhclient -r: {}\n{text}",
+        out.status
+    );
+    server.wait_for(
+        &format!("address {address} was released properly"),
+        1,
+        Duration::from_secs(10),
+    );
+    wait_runs(&server, "lease4_release", 1);
+    let (status, v) = api("GET", &subscriber, None);
+    assert_eq!(
+        status,
+        404,
+        "the release deletes the subscriber: {v}\nhook runs: {:?}\n{}",
+        lines_of(&finished),
+        server.output()
+    );
+
+    drop(lease);
+    drop(server);
+    let (status, output) = app.stop();
+    assert_clean_shutdown(status, &output);
+}
+
+/// Writes an executable file.
+fn executable(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
 /// The shipped FreeRADIUS hook files.
 const FREERADIUS_HOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/hooks/freeradius");
 /// The secret of the `localhost` client in Debian's `clients.conf`.
@@ -818,68 +1189,18 @@ fn freeradius_config(dir: &Path, api: &str, auth_port: u16, users: &str) -> Path
     raddb
 }
 
-/// `freeradius -X` on a configuration directory, as a child process; killed on drop, so a
-/// failing test does not leave it running.
-struct FreeRadius {
-    child: std::process::Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl FreeRadius {
-    fn start(raddb: &Path) -> FreeRadius {
-        let mut child = Command::new("freeradius")
+/// `freeradius -X` on a configuration directory, ready to process requests.
+fn freeradius(raddb: &Path) -> Daemon {
+    let mut radius = Daemon::spawn(
+        "freeradius",
+        Command::new("freeradius")
             .arg("-X")
             .arg("-d")
             .arg(raddb)
-            .env("SHEETCAKE_API_TOKEN", TOKEN)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start freeradius (make deps installs it)");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("piped")),
-        ] {
-            let lines = Arc::clone(&lines);
-            std::thread::spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::BufReader::new(stream)
-                    .lines()
-                    .map_while(Result::ok)
-                {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        let mut radius = FreeRadius { child, lines };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !radius.output().contains("\nReady to process requests") {
-            if let Some(status) = radius.child.try_wait().expect("wait") {
-                std::thread::sleep(Duration::from_millis(200));
-                panic!("freeradius exited with {status}:\n{}", radius.output());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "freeradius not ready within 30 s:\n{}",
-                radius.output()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        radius
-    }
-
-    /// Everything the server printed so far.
-    fn output(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for FreeRadius {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .env("SHEETCAKE_API_TOKEN", TOKEN),
+    );
+    radius.wait_for("Ready to process requests", 1, Duration::from_secs(30));
+    radius
 }
 
 /// One request sent with radclient to 127.0.0.1:`port`; returns the answer's packet type
@@ -1009,7 +1330,7 @@ radius-mallory Cleartext-Password := \"mallory-pw\"
         String::from_utf8_lossy(&check.stderr)
     );
 
-    let radius = FreeRadius::start(&raddb);
+    let radius = freeradius(&raddb);
     let listening: Vec<String> = radius
         .output()
         .lines()
@@ -1222,7 +1543,7 @@ radius-mallory Cleartext-Password := \"mallory-pw\"
     acct("radius-erin", "Interim-Update", &erin_start);
     let before_restart = radius.output();
     drop(radius);
-    let radius = FreeRadius::start(&raddb);
+    let radius = freeradius(&raddb);
     let (code, _) = auth("radius-bob", "bob-pw");
     assert_eq!(code, "Access-Accept", "{}", radius.output());
     acct("radius-erin", "Stop", &erin_start);

@@ -207,6 +207,18 @@ pub struct Host {
 impl Host {
     /// Creates the namespace and veth pair; `address` is `a.b.c.d/len`.
     pub fn new(name: &str, address: &str) -> Host {
+        let mut host = Host::without_address(name);
+        sh(
+            "ip",
+            &["-n", &host.ns, "addr", "add", address, "dev", &host.inner()],
+        );
+        host.address = address.split('/').next().unwrap_or_default().to_owned();
+        host
+    }
+
+    /// The namespace and veth pair with no address on the inner end (`address` is empty), for
+    /// a host that gets its address from DHCP.
+    pub fn without_address(name: &str) -> Host {
         let ns = name.to_owned();
         let inner = format!("{name}0");
         let root_if = format!("{name}r");
@@ -225,7 +237,6 @@ impl Host {
         let _ = Command::new("sysctl")
             .args(["-qw", &format!("net.ipv6.conf.{root_if}.disable_ipv6=1")])
             .status();
-        sh("ip", &["-n", &ns, "addr", "add", address, "dev", &inner]);
         sh("ip", &["-n", &ns, "link", "set", &inner, "up"]);
         sh("ip", &["-n", &ns, "link", "set", "lo", "up"]);
         // The veth leaves checksums to "hardware" that does not exist past the DPDK bridge.
@@ -236,8 +247,13 @@ impl Host {
         Host {
             ns,
             root_if,
-            address: address.split('/').next().unwrap_or_default().to_owned(),
+            address: String::new(),
         }
+    }
+
+    /// The interface inside the namespace.
+    pub fn inner(&self) -> String {
+        format!("{}0", self.ns)
     }
 
     /// The af_packet vdev string for the root-side end, with rings large enough not to drop.

@@ -10,8 +10,9 @@
 #
 # Kea runs the script with ONLY its own variables in the environment (no PATH, nothing from the
 # service), so the settings come from a file: SHEETCAKE_KEA_CONF, default
-# /etc/sheetcake/kea-hook.conf (shell assignments, see README.md). Variables already set in the
-# environment win over the file, which is handy when running the script by hand.
+# /etc/sheetcake/kea-hook.conf (shell assignments, see README.md; Kea cannot set
+# SHEETCAKE_KEA_CONF, a wrapper script can). Variables already set in the environment win over
+# the file, which is handy when running the script by hand.
 #
 # Failures are logged to syslog (tag sheetcake-kea) and stderr with the reason; the script
 # always exits 0 so Kea never sees an error. curl gives up after 2 seconds.

@@ -992,7 +992,14 @@ impl Bridge {
                 .map(str::to_owned),
             )
             .collect();
-        let eal = Eal::init(&eal_args).unwrap_or_else(|e| panic!("EAL: {e}"));
+        let eal = Eal::init(&eal_args).unwrap_or_else(|e| {
+            // DPDK has said why above (most often: another benchmark holds its lock).
+            eprintln!(
+                "error: DPDK did not start ({e}); if it says another primary process is \
+                 running, another sheetcake-bench is: wait for it, or stop it"
+            );
+            std::process::exit(1)
+        });
         let pool = Mempool::new(
             eal,
             &MempoolConfig {

@@ -50,6 +50,24 @@ pub struct Appliance {
     lines: Arc<Mutex<Vec<String>>>,
 }
 
+/// What `child` prints on stdout and stderr (both piped), line by line as it comes, read by
+/// a thread per stream so the child never blocks on a full pipe.
+pub fn collect_lines(child: &mut std::process::Child) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    for stream in [
+        Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("piped")),
+    ] {
+        let lines = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+    lines
+}
+
 impl Appliance {
     /// Starts `sheetcake --config <dir>/sheetcake.toml` with `config` as the file's text.
     pub fn start(dir: &Path, config: &str) -> Appliance {
@@ -62,18 +80,7 @@ impl Appliance {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start sheetcake");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("piped")),
-        ] {
-            let lines = Arc::clone(&lines);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
+        let lines = collect_lines(&mut child);
         let app = Appliance { child, lines };
         app.wait_for("a worker to start", Duration::from_secs(30), |l| {
             l.contains("worker 0: running")

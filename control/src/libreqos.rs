@@ -319,7 +319,6 @@ struct Row<'a> {
 
 /// An `sqm` value: where it is, its text in lower case, and the tc-cake words it gives each
 /// direction.
-#[derive(Clone)]
 struct Sqm {
     line: Option<usize>,
     text: String,
@@ -387,10 +386,9 @@ fn same_rate(a: &str, b: &str) -> bool {
     }
 }
 
-/// What merging a circuit's further rows needs beyond its record: the first row's line, the
-/// minimum rates (which the record does not keep) and the first `sqm` given by any row.
+/// What merging a circuit's further rows needs beyond its record: the minimum rates (which the
+/// record does not keep) and the first `sqm` given by any row.
 struct Circuit<'a> {
-    line: Option<usize>,
     download_min: Cow<'a, str>,
     upload_min: Cow<'a, str>,
     sqm: Option<Box<Sqm>>,
@@ -437,7 +435,6 @@ impl<'a> Circuit<'a> {
         };
         add_addresses(&mut record.addresses, &row);
         let mut circuit = Circuit {
-            line,
             download_min: row.download_min,
             upload_min: row.upload_min,
             sqm: None,
@@ -448,10 +445,11 @@ impl<'a> Circuit<'a> {
         (record, circuit)
     }
 
-    /// The circuit's `sqm`, given by one of its rows: its words become the record's options.
-    fn take_sqm(&mut self, record: &mut SubscriberRecord, sqm: Sqm) {
-        record.download_options = sqm.down.clone().map(|w| Value::new(w, SQM, sqm.line));
-        record.upload_options = sqm.up.clone().map(|w| Value::new(w, SQM, sqm.line));
+    /// The circuit's `sqm`, given by one of its rows: its words become the record's options;
+    /// the circuit keeps the text and line, to compare the other rows' with.
+    fn take_sqm(&mut self, record: &mut SubscriberRecord, mut sqm: Sqm) {
+        record.download_options = sqm.down.take().map(|w| Value::new(w, SQM, sqm.line));
+        record.upload_options = sqm.up.take().map(|w| Value::new(w, SQM, sqm.line));
         self.sqm = Some(Box::new(sqm));
     }
 
@@ -521,7 +519,7 @@ impl<'a> Circuit<'a> {
                 format!(
                     "{field} is {ours:?} here but {theirs:?} on line {}, the first row of \
                      circuit {:?}; every row of a circuit is one subscriber, so the rows must agree",
-                    self.line.map_or("?".to_owned(), |l| l.to_string()),
+                    record.id.line.map_or("?".to_owned(), |l| l.to_string()),
                     row.circuit
                 ),
             ));
@@ -1149,6 +1147,11 @@ mod tests {
         }
     }
 
+    /// A record's addresses as written.
+    fn addresses_of(r: &SubscriberRecord) -> Vec<&str> {
+        r.addresses.iter().map(|a| a.value.as_str()).collect()
+    }
+
     fn device_errors(text: &str) -> Vec<ConfigError> {
         match parse_shaped_devices(text, "ShapedDevices.csv") {
             Ok(r) => panic!("expected errors, got {r:#?}"),
@@ -1247,12 +1250,7 @@ Circuit ID,Circuit Name,Device ID,Device Name,Parent Node,MAC,IPv4,IPv6,Download
             "c,,1,,,,\"10.0.0.1, 10.0.0.2,\",,1,1,50,10,",
             "c,,2,,,,10.0.0.2,,1,1,50,10,",
         ]));
-        let a: Vec<&str> = r.subscribers[0]
-            .addresses
-            .iter()
-            .map(|a| a.value.as_str())
-            .collect();
-        assert_eq!(a, ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(addresses_of(&r.subscribers[0]), ["10.0.0.1", "10.0.0.2"]);
     }
 
     #[test]
@@ -1408,12 +1406,7 @@ Circuit ID,Circuit Name,Device ID,Device Name,Parent Node,MAC,IPv4,IPv6,Download
             "\"a\",,1,,,,\"10.0.0.1, 10.0.0.2\",,1,1,100,20,\"say \"\"hi\"\", twice\"",
         ]));
         assert_eq!(r.subscribers[0].id.value, "a");
-        let addresses: Vec<&str> = r.subscribers[0]
-            .addresses
-            .iter()
-            .map(|a| a.value.as_str())
-            .collect();
-        assert_eq!(addresses, ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(addresses_of(&r.subscribers[0]), ["10.0.0.1", "10.0.0.2"]);
         let e = device_errors(&csv(&[
             "b,,2,,,,10.0.0.2,,1,1,100,20,",
             "c,,3,,,,10.0.0.3,,1,1,100,20,\"no end",

@@ -490,23 +490,36 @@ fn shaped_devices(n: usize, bad_row: Option<usize>) -> String {
     text
 }
 
-#[test]
-fn a_bulk_load_of_100000_subscribers_applies_whole_or_not_at_all() {
-    let _serial = serial();
-    let dir = scratch("api_bulk");
+/// sheetcake on two `net_null` ports that receive nothing, its subscribers from a
+/// `ShapedDevices.csv` in a new scratch directory `scratch_name` that holds only the header,
+/// and `shaping` added to `[shaping]`: the box the API and hook tests drive. Returns the
+/// directory, the CSV's path, the running box and its API's base URL.
+fn idle_box(
+    scratch_name: &str,
+    name: &str,
+    shaping: &str,
+) -> (PathBuf, PathBuf, Appliance, String) {
+    let dir = scratch(scratch_name);
     let csv = dir.join("ShapedDevices.csv");
     std::fs::write(&csv, HEADER).expect("write");
     let app = Appliance::start(
         &dir,
         &config(
-            "bulk",
+            name,
             "net_null0,no-rx=1",
             "net_null1,no-rx=1",
             &csv.display().to_string(),
-            "subscribers_per_worker = 131072",
+            shaping,
         ),
     );
     let base = api_base(&app);
+    (dir, csv, app, base)
+}
+
+#[test]
+fn a_bulk_load_of_100000_subscribers_applies_whole_or_not_at_all() {
+    let _serial = serial();
+    let (_, csv, app, base) = idle_box("api_bulk", "bulk", "subscribers_per_worker = 131072");
     std::fs::write(&csv, shaped_devices(100_000, None)).expect("write");
     let (status, v) = api("POST", &format!("{base}/v1/reload"), None);
     assert!(status == 200 || status == 202, "{v}");
@@ -556,20 +569,7 @@ fn a_bulk_load_of_100000_subscribers_applies_whole_or_not_at_all() {
 #[test]
 fn the_kea_hook_follows_a_clients_leases() {
     let _serial = serial();
-    let dir = scratch("api_kea");
-    let csv = dir.join("ShapedDevices.csv");
-    std::fs::write(&csv, HEADER).expect("write");
-    let app = Appliance::start(
-        &dir,
-        &config(
-            "kea",
-            "net_null0,no-rx=1",
-            "net_null1,no-rx=1",
-            &csv.display().to_string(),
-            "",
-        ),
-    );
-    let base = api_base(&app);
+    let (dir, _, app, base) = idle_box("api_kea", "kea", "");
     let plans = dir.join("dhcp-plans");
     std::fs::write(
         &plans,
@@ -737,20 +737,7 @@ fn the_kea_hook_follows_a_real_kea_servers_leases() {
     const MAC: &str = "02:00:00:00:77:01";
     const SERVER: &str = "100.64.77.1";
     let _serial = serial();
-    let dir = scratch("api_kea_server");
-    let csv = dir.join("ShapedDevices.csv");
-    std::fs::write(&csv, HEADER).expect("write");
-    let app = Appliance::start(
-        &dir,
-        &config(
-            "keasrv",
-            "net_null0,no-rx=1",
-            "net_null1,no-rx=1",
-            &csv.display().to_string(),
-            "",
-        ),
-    );
-    let base = api_base(&app);
+    let (dir, _, app, base) = idle_box("api_kea_server", "keasrv", "");
 
     // The client's namespace; the veth's root end is the server's interface.
     let client = Host::without_address("sckea");
@@ -1256,20 +1243,7 @@ fn octets_text(value: &str) -> String {
 #[test]
 fn the_freeradius_hook_follows_a_users_sessions() {
     let _serial = serial();
-    let dir = scratch("api_radius");
-    let csv = dir.join("ShapedDevices.csv");
-    std::fs::write(&csv, HEADER).expect("write");
-    let app = Appliance::start(
-        &dir,
-        &config(
-            "radius",
-            "net_null0,no-rx=1",
-            "net_null1,no-rx=1",
-            &csv.display().to_string(),
-            "",
-        ),
-    );
-    let base = api_base(&app);
+    let (dir, _, app, base) = idle_box("api_radius", "radius", "");
     let port = free_udp_port_pair();
     let users = "\
 radius-alice Cleartext-Password := \"alice-pw\"

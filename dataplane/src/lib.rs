@@ -6,6 +6,7 @@
 pub mod classify;
 pub mod dpdk;
 pub mod packet;
+pub mod prefetch;
 pub mod pressure;
 pub mod sched;
 pub mod shaping;

@@ -26,6 +26,7 @@ use crate::dpdk::{
     tsc, Mbuf, MbufBuffer, MbufQueue, Port, RingConsumer, RingProducer, RxQueue, TxQueue,
 };
 use crate::packet::PacketInfo;
+use crate::prefetch::{prefetch, prefetch_bytes};
 use crate::pressure::FattestInstance;
 use crate::sched::TimerWheel;
 use crate::shaping::{
@@ -35,7 +36,7 @@ use crate::shaping::{
 use sheetcake_cake::tins::TIN_CLASSES;
 use sheetcake_cake::{
     Cake, CakeConfig, Dequeued, DropReason as CakeDrop, FlowPool, InstanceSetup, NetworkKind,
-    PacketMeta,
+    PacketMeta, Placing,
 };
 use sheetcake_parse::{parse_frame, Network};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -429,6 +430,11 @@ struct Shaper {
     /// Frames waiting to be handed to each other worker (room for one burst from every port
     /// between two flushes).
     outbox: Vec<MbufBuffer<TX_PENDING>>,
+    /// This burst's frames for the worker's own instances, waiting while the lines their
+    /// enqueue reads are loading (see [`Shaper::enqueue_staged`]).
+    staged: MbufBuffer<BURST_SIZE>,
+    /// Where each staged frame goes in its instance, computed once for prefetch and enqueue.
+    placings: [Option<Placing>; BURST_SIZE],
     queued_budget: u64,
     gauges: InstanceGauges,
     /// Whether unknown unicast traffic goes to the default class, per direction.
@@ -544,6 +550,8 @@ impl<'port, 'shared> Worker<'port, 'shared> {
             fattest: FattestInstance::new(instances),
             handoff,
             outbox,
+            staged: MbufBuffer::new(),
+            placings: [None; BURST_SIZE],
             queued_budget: setup.queued_budget,
             gauges: setup.gauges,
             default_class: setup.default_class.map(|c| c.is_some()),
@@ -662,6 +670,7 @@ impl<'port, 'shared> Worker<'port, 'shared> {
                         self.classify(m, from, now);
                     }
                     if let Some(shaper) = &mut self.shaper {
+                        shaper.enqueue_staged(&mut self.counters, now);
                         moved += shaper.hand_off(&mut self.counters);
                     }
                 }
@@ -733,7 +742,7 @@ impl<'port, 'shared> Worker<'port, 'shared> {
         };
         self.counters.shaped_packets += 1;
         if owner.worker == shaper.worker {
-            shaper.enqueue(m, &mut self.counters, now);
+            shaper.stage(m, &mut self.counters, now);
         } else {
             let w = owner.worker as usize;
             if let Err(m) = shaper.outbox[w].push(m) {
@@ -984,9 +993,54 @@ impl Shaper {
         }
     }
 
-    /// Queues a frame in its instance (this worker owns it).
+    /// Holds a frame of the current burst for one of this worker's instances until
+    /// [`Self::enqueue_staged`], and starts loading its instance and gauge meanwhile.
     #[inline]
-    fn enqueue(&mut self, m: Mbuf, counters: &mut WorkerCounters, now: u64) {
+    fn stage(&mut self, m: Mbuf, counters: &mut WorkerCounters, now: u64) {
+        let id = m.info().instance as usize;
+        if let Some(cake) = self.cakes.get(id) {
+            prefetch(cake);
+        }
+        if id < self.gauges.len() {
+            prefetch(&self.gauges[id]);
+        }
+        if let Err(m) = self.staged.push(m) {
+            self.enqueue(m, None, counters, now);
+        }
+    }
+
+    /// Enqueues the staged frames in arrival order. First, with every frame's instance
+    /// loaded or loading, it asks for what each enqueue reads next (tin, flow and host sets):
+    /// a burst's frames then wait for memory together, not one after another. At a million
+    /// subscribers, where each of those loads misses every cache, this is most of a frame's
+    /// time.
+    #[inline]
+    fn enqueue_staged(&mut self, counters: &mut WorkerCounters, now: u64) {
+        for (m, placing) in self.staged.iter().zip(self.placings.iter_mut()) {
+            let info = m.info();
+            *placing = self.cakes.get(info.instance as usize).map(|cake| {
+                let at = cake.placing(&info.meta);
+                cake.enqueue_footprint(&self.pool, &at, prefetch_bytes);
+                at
+            });
+        }
+        let mut i = 0;
+        while let Some(m) = self.staged.pop() {
+            self.enqueue(m, self.placings[i], counters, now);
+            i += 1;
+        }
+    }
+
+    /// Queues a frame in its instance (this worker owns it), at `placing` when the caller
+    /// has computed it.
+    #[inline]
+    fn enqueue(
+        &mut self,
+        m: Mbuf,
+        placing: Option<Placing>,
+        counters: &mut WorkerCounters,
+        now: u64,
+    ) {
         let id = m.info().instance;
         let gauge = &self.gauges[id as usize];
         gauge.arrived(m.pkt_len());
@@ -1012,7 +1066,8 @@ impl Shaper {
         let meta = m.info().meta;
         let cake = &mut self.cakes[id as usize];
         let before = cake.backlog_packets();
-        cake.enqueue(&mut self.pool, m, &meta, now, &mut |m, r| {
+        let placing = placing.unwrap_or_else(|| cake.placing(&meta));
+        cake.enqueue_placed(&mut self.pool, m, &meta, placing, now, &mut |m, r| {
             counters.drop_queued(m, DropReason::from_cake(r));
         });
         let after = cake.backlog_packets();
@@ -1075,7 +1130,7 @@ impl Shaper {
             counters.taken_over += n as u64;
             moved += n;
             while let Some(m) = taken.pop() {
-                self.enqueue(m, counters, now);
+                self.enqueue(m, None, counters, now);
             }
         }
         moved

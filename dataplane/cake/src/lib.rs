@@ -68,5 +68,7 @@ pub mod tins;
 pub use config::CakeConfig;
 pub use flows::FlowPool;
 pub use flows::FlowState;
-pub use instance::{Cake, Dequeued, FlowReport, InstanceSetup, InstanceStats, TinReport, TinStats};
+pub use instance::{
+    Cake, Dequeued, FlowReport, InstanceSetup, InstanceStats, Placing, TinReport, TinStats,
+};
 pub use packet::{CakePacket, DropReason, NetworkKind, PacketMeta, PacketQueue, PacketStamp};

@@ -15,12 +15,14 @@ pub struct Machine {
     /// The EAL's memory (mempools, rings) on hugepages (`--hugepages`), else on 4 KiB pages
     /// (`--no-huge`).
     pub hugepages: bool,
+    /// What a cache miss costs here, measured on the first worker's core (see `latency.rs`).
+    pub load_latency: Vec<crate::latency::LoadLatency>,
 }
 
 impl Machine {
     /// Reads the machine's description, the EAL on `hugepages` or not. The TSC rate is
-    /// measured against the wall clock.
-    pub fn detect(hugepages: bool) -> Machine {
+    /// measured against the wall clock, the load latency on `core` (the first worker's).
+    pub fn detect(hugepages: bool, core: usize) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo
             .lines()
@@ -36,6 +38,12 @@ impl Machine {
                 .unwrap_or_else(|| "unknown".into()),
             date_utc: run("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default(),
             hugepages,
+            load_latency: std::thread::spawn(move || {
+                core_affinity::set_for_current(core_affinity::CoreId { id: core });
+                crate::latency::measure()
+            })
+            .join()
+            .unwrap_or_default(),
         }
     }
 }

@@ -16,6 +16,7 @@
 
 mod control;
 mod generator;
+mod latency;
 mod machine;
 mod rte_sched;
 mod shaped;
@@ -364,12 +365,19 @@ fn main() {
         EAL_MIB.max(needed_mib)
     };
     let seconds = if args.quick { 2.0 } else { args.seconds };
-    let machine = machine::Machine::detect(args.hugepages);
+    let machine = machine::Machine::detect(
+        args.hugepages,
+        plan.cores.first().copied().unwrap_or(GENERATOR_CORE),
+    );
     println!("sheetcake-bench");
     println!("  cpu      {}", machine.cpu_model);
     println!("  tsc      {:.3} GHz", machine.tsc_hz as f64 / 1e9);
     println!("  dpdk     {}", machine.dpdk_version);
     println!("  revision {}", machine.git_revision);
+    println!(
+        "  loads    {} (one dependent load, by working set)",
+        latency::summary(&machine.load_latency)
+    );
     println!(
         "  memory   {eal_mib} MiB for the EAL, {}",
         if args.hugepages {

@@ -1012,8 +1012,8 @@ impl Shaper {
     /// Enqueues the staged frames in arrival order. First, with every frame's instance
     /// loaded or loading, it asks for what each enqueue reads next (tin, flow and host sets):
     /// a burst's frames then wait for memory together, not one after another. At a million
-    /// subscribers, where each of those loads misses every cache, this is most of a frame's
-    /// time.
+    /// subscribers, where each of those loads misses every cache, it took the worker from
+    /// 0.43 to 0.57 Mpps to 0.70 to 2.05 in paired runs (BENCHMARKS.md).
     #[inline]
     fn enqueue_staged(&mut self, counters: &mut WorkerCounters, now: u64) {
         for (m, placing) in self.staged.iter().zip(self.placings.iter_mut()) {

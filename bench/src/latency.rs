@@ -27,7 +27,9 @@ const HUGE_PAGE: usize = 2 << 20;
 /// Lines the chain visits: enough to defeat every cache and TLB at the largest working set,
 /// few enough that building the chain takes well under a second.
 const MAX_LINES: usize = 1 << 20;
-const LOADS: usize = 2 << 20;
+const LOADS: usize = 1 << 20;
+/// Loads before the timed ones: enough to bring a cache-sized working set in.
+const WARM_LOADS: usize = 1 << 16;
 /// `madvise` advice asking the kernel for transparent hugepages (Linux `MADV_HUGEPAGE`).
 const MADV_HUGEPAGE: i32 = 14;
 
@@ -40,16 +42,20 @@ extern "C" {
 pub const WORKING_SETS: [usize; 3] = [1 << 20, 16 << 20, 2 << 30];
 
 /// Measures every working set on 4 KiB pages, and the largest on 2 MiB pages when the kernel
-/// offers transparent hugepages. Returns nothing for a working set the allocator refuses.
-pub fn measure() -> Vec<LoadLatency> {
+/// offers transparent hugepages; with `quick`, only the working sets below 2 GiB (faulting
+/// 2 GiB in takes seconds of kernel time on a virtual machine). Returns nothing for a working
+/// set the allocator refuses.
+pub fn measure(quick: bool) -> Vec<LoadLatency> {
     let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
         .is_ok_and(|s| !s.contains("[never]"));
+    let largest = WORKING_SETS[WORKING_SETS.len() - 1];
     let mut points: Vec<LoadLatency> = WORKING_SETS
         .iter()
+        .filter(|&&bytes| !quick || bytes < largest)
         .filter_map(|&bytes| measure_one(bytes, false))
         .collect();
-    if thp {
-        points.extend(measure_one(WORKING_SETS[WORKING_SETS.len() - 1], true));
+    if thp && !quick {
+        points.extend(measure_one(largest, true));
     }
     points
 }
@@ -100,8 +106,9 @@ fn measure_one(bytes: usize, huge: bool) -> Option<LoadLatency> {
         }
         at
     };
-    // One lap to warm what can be warmed, then the timed loads.
-    let at = chase(cell[0], lines);
+    // A lap of a cache-sized working set (the pages are all in: the cells were written), to
+    // warm what can be warmed, then the timed loads.
+    let at = chase(cell[0], lines.min(WARM_LOADS));
     let started = Instant::now();
     let at = chase(at, LOADS);
     let ns = started.elapsed().as_secs_f64() * 1e9 / LOADS as f64;

@@ -21,8 +21,9 @@ pub struct Machine {
 
 impl Machine {
     /// Reads the machine's description, the EAL on `hugepages` or not. The TSC rate is
-    /// measured against the wall clock, the load latency on `core` (the first worker's).
-    pub fn detect(hugepages: bool, core: usize) -> Machine {
+    /// measured against the wall clock, the load latency on `core` (the first worker's; with
+    /// `quick`, not at 2 GiB).
+    pub fn detect(hugepages: bool, core: usize, quick: bool) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo
             .lines()
@@ -40,7 +41,7 @@ impl Machine {
             hugepages,
             load_latency: std::thread::spawn(move || {
                 core_affinity::set_for_current(core_affinity::CoreId { id: core });
-                crate::latency::measure()
+                crate::latency::measure(quick)
             })
             .join()
             .unwrap_or_default(),

@@ -1004,9 +1004,12 @@ impl Shaper {
         if id < self.gauges.len() {
             prefetch(&self.gauges[id]);
         }
-        if let Err(m) = self.staged.push(m) {
-            self.enqueue(m, None, counters, now);
+        if self.staged.spare() == 0 {
+            // Never with one burst staged at a time; if it were, arrival order still holds.
+            self.enqueue_staged(counters, now);
         }
+        // Room was made just above.
+        let _ = self.staged.push(m);
     }
 
     /// Enqueues the staged frames in arrival order. First, with every frame's instance
@@ -1024,10 +1027,9 @@ impl Shaper {
                 at
             });
         }
-        let mut i = 0;
-        while let Some(m) = self.staged.pop() {
+        for i in 0..self.staged.len() {
+            let Some(m) = self.staged.pop() else { break };
             self.enqueue(m, self.placings[i], counters, now);
-            i += 1;
         }
     }
 

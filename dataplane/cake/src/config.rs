@@ -54,6 +54,10 @@ impl FlowMode {
     pub fn dst_host_fairness(self) -> bool {
         matches!(self, FlowMode::DualDsthost | FlowMode::TripleIsolate)
     }
+    /// Whether flows hold host entries at all (fair between source or destination hosts).
+    pub fn host_fairness(self) -> bool {
+        self.src_host_fairness() || self.dst_host_fairness()
+    }
 }
 
 /// ACK filter modes, spec 5.2.

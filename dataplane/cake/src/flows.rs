@@ -155,9 +155,9 @@ const _: () = assert!(1 << WAY_BITS == WAYS, "WAYS must be a power of two");
 /// backward-shift deletion: no tombstones, so lookups stay short however long it runs).
 ///
 /// A key's home cell keeps its way bits and hashes the rest: the ways of one set start out
-/// in the same block, so the up to eight lookups of a placement touch one or two cache lines
-/// where independent homes would touch eight. At a million subscribers those were most of a
-/// frame's cache misses.
+/// in the same block, so the up to eight lookups of a placement touch one block (two cache
+/// lines) where independent homes would touch eight lines, and one prefetch of the block
+/// covers a placement (see [`FlowPool::set_footprint`]).
 struct SlotMap {
     blocks: Vec<Block>,
     mask: usize,
@@ -267,6 +267,23 @@ fn key(instance: u32, kind: u64, tin: usize, slot: u16) -> u64 {
     (u64::from(instance) << 32) | (kind << 28) | ((tin as u64) << TIN_SHIFT) | u64::from(slot)
 }
 
+/// The kind of a host entry: the source-host or the destination-host table.
+#[inline]
+fn host_kind(dst: bool) -> u64 {
+    if dst {
+        KIND_DST_HOST
+    } else {
+        KIND_SRC_HOST
+    }
+}
+
+/// The slot a hash starts at among `queues`, and the first slot of its set.
+#[inline]
+fn start_slot(tag: u32, queues: u16) -> (u16, u16) {
+    let start = (tag % u32::from(queues)) as u16;
+    (start, start - start % WAYS)
+}
+
 /// The flow and host state of one worker's instances.
 pub struct FlowPool<P: CakePacket> {
     flows: Vec<Flow<P>>,
@@ -366,12 +383,8 @@ impl<P: CakePacket> FlowPool<P> {
         tag: u32,
         queues: u16,
     ) -> (*const u8, usize) {
-        let kind = match host {
-            None => KIND_FLOW,
-            Some(false) => KIND_SRC_HOST,
-            Some(true) => KIND_DST_HOST,
-        };
-        let start = (tag % u32::from(queues)) as u16;
+        let kind = host.map_or(KIND_FLOW, host_kind);
+        let (start, _) = start_slot(tag, queues);
         let home = self.map.home(key(instance, kind, tin, start));
         let block: *const Block = &self.map.blocks[home >> WAY_BITS];
         (block.cast(), core::mem::size_of::<Block>())
@@ -387,8 +400,7 @@ impl<P: CakePacket> FlowPool<P> {
         tag: u32,
         queues: u16,
     ) -> Option<(u32, Placement)> {
-        let start = (tag % u32::from(queues)) as u16;
-        let set_base = start - start % WAYS;
+        let (start, set_base) = start_slot(tag, queues);
         let start_key = key(instance, KIND_FLOW, tin, start);
         let at_start = self.map.get(start_key);
         if let Some((idx, t)) = at_start {
@@ -446,9 +458,8 @@ impl<P: CakePacket> FlowPool<P> {
         tag: u32,
         queues: u16,
     ) -> Option<u32> {
-        let kind = if dst { KIND_DST_HOST } else { KIND_SRC_HOST };
-        let start = (tag % u32::from(queues)) as u16;
-        let set_base = start - start % WAYS;
+        let kind = host_kind(dst);
+        let (start, set_base) = start_slot(tag, queues);
         let mut first_idle: Option<(u16, u32)> = None;
         for k in 0..WAYS {
             let slot = set_base + (start - set_base + k) % WAYS;
@@ -576,9 +587,50 @@ mod tests {
             pool.place_flow(1, 0, 5 + 8 * 9, 8).unwrap(),
             (a, Placement::Collision)
         );
+        // The new tag owns the slot now; the old one is gone from the set.
+        assert_eq!(
+            pool.place_flow(1, 0, 5 + 8 * 9, 8).unwrap(),
+            (a, Placement::Hit)
+        );
+        assert_eq!(
+            pool.place_flow(1, 0, 5, 8).unwrap(),
+            (a, Placement::Collision)
+        );
         // Another instance or tin has its own table.
         assert_eq!(pool.place_flow(2, 0, 5, 8).unwrap().1, Placement::Miss);
         assert_eq!(pool.place_flow(1, 1, 5, 8).unwrap().1, Placement::Miss);
+    }
+
+    #[test]
+    fn the_ways_of_a_set_share_one_block_of_the_map() {
+        // What lets one prefetch cover a placement: every way's home is in the block of the
+        // set's first way, for any instance, kind, tin and set.
+        let map = SlotMap::with_capacity(1 << 16);
+        for (instance, kind, tin, set) in [(0, KIND_FLOW, 0, 0), (7, KIND_SRC_HOST, 3, 5)]
+            .into_iter()
+            .chain((0..500u32).map(|i| (i * 2_654_435_761, KIND_DST_HOST, 2, (i % 128) as u16)))
+        {
+            let block = |way: u16| map.home(key(instance, kind, tin, set * WAYS + way)) >> WAY_BITS;
+            let homes: Vec<usize> = (0..WAYS).map(block).collect();
+            assert!(homes.iter().all(|&b| b == homes[0]), "{homes:?}");
+        }
+    }
+
+    #[test]
+    fn a_host_entry_taken_over_answers_to_its_new_tag_only() {
+        let mut pool: FlowPool<TestPacket> = FlowPool::new(64);
+        // Tags 3 and 11 both start at slot 3 of 8 queues. Host 3 has no bulk flows, so host 11
+        // takes its way over (spec 3 step 5: the first way with no bulk flows).
+        let e = pool.place_host(1, 0, true, 3, 8).unwrap();
+        assert_eq!(pool.place_host(1, 0, true, 11, 8), Some(e));
+        assert_eq!(pool.host(e).refs, 2);
+        pool.host_mut(e).bulk_flows = 1;
+        // Tag 11 finds its entry again by tag, busy or not.
+        assert_eq!(pool.place_host(1, 0, true, 11, 8), Some(e));
+        // Tag 3 no longer does: its old way is busy under tag 11, so it gets the next way.
+        let other = pool.place_host(1, 0, true, 3, 8).unwrap();
+        assert_ne!(other, e);
+        assert_eq!(pool.host(other).refs, 1);
     }
 
     #[test]

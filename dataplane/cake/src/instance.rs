@@ -181,8 +181,10 @@ pub struct InstanceStats {
 }
 
 /// Where a packet goes in its instance (see [`Cake::placing`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placing {
+    /// The instance that computed it (its hash seed and tins made the rest).
+    instance: u32,
     /// The internal index of its tin.
     tin: usize,
     /// Its flow's hash, and its source and destination hosts'.
@@ -437,6 +439,7 @@ impl Cake {
     pub fn placing(&self, meta: &PacketMeta) -> Placing {
         let (flow, src, dst) = self.flow_hashes(meta);
         Placing {
+            instance: self.id,
             tin: self.classify_tin(meta),
             flow,
             src,
@@ -463,8 +466,7 @@ impl Cake {
         let queues = self.flow_queues;
         let (p, len) = pool.set_footprint(self.id, t, None, placing.flow, queues);
         touch(p, len);
-        let mode = self.config.flow_mode;
-        if mode.src_host_fairness() || mode.dst_host_fairness() {
+        if self.config.flow_mode.host_fairness() {
             for (dst, tag) in [(false, placing.src), (true, placing.dst)] {
                 let (p, len) = pool.set_footprint(self.id, t, Some(dst), tag, queues);
                 touch(p, len);
@@ -497,6 +499,7 @@ impl Cake {
         now: u64,
         sink: &mut impl FnMut(P, DropReason),
     ) {
+        debug_assert_eq!(placing.instance, self.id, "a placing of another instance");
         let t = placing.tin;
         {
             let stamp = packet.stamp_mut();
@@ -528,9 +531,7 @@ impl Cake {
             Placement::Collision => self.tins[t].stats.way_collisions += 1,
         }
         let mode = self.config.flow_mode;
-        if matches!(placement, Placement::Miss | Placement::Collision)
-            && (mode.src_host_fairness() || mode.dst_host_fairness())
-        {
+        if matches!(placement, Placement::Miss | Placement::Collision) && mode.host_fairness() {
             let was_bulk = pool.flow(f).state == FlowState::Bulk;
             if was_bulk {
                 self.host_bulk(pool, f, false);

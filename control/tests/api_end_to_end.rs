@@ -1468,7 +1468,13 @@ radius-mallory Cleartext-Password := \"mallory-pw\"
         plan("20Mbit", "5Mbit", &["100.64.1.12/32"])
     );
     acct("radius-alice", "Stop", &with("100.64.1.12"));
-    assert_eq!(get("radius-alice").0, 404, "{}", radius.output());
+    assert_eq!(
+        get("radius-alice").0,
+        404,
+        "{}\nBOX:\n{}",
+        radius.output(),
+        app.output()
+    );
     // A repeated Stop (a NAS retransmission) finds nothing to delete; that is no failure.
     acct("radius-alice", "Stop", &with("100.64.1.12"));
     assert!(

@@ -608,7 +608,14 @@ mod tests {
         let map = SlotMap::with_capacity(1 << 16);
         for (instance, kind, tin, set) in [(0, KIND_FLOW, 0, 0), (7, KIND_SRC_HOST, 3, 5)]
             .into_iter()
-            .chain((0..500u32).map(|i| (i * 2_654_435_761, KIND_DST_HOST, 2, (i % 128) as u16)))
+            .chain((0..500u32).map(|i| {
+                (
+                    i.wrapping_mul(2_654_435_761),
+                    KIND_DST_HOST,
+                    2,
+                    (i % 128) as u16,
+                )
+            }))
         {
             let block = |way: u16| map.home(key(instance, kind, tin, set * WAYS + way)) >> WAY_BITS;
             let homes: Vec<usize> = (0..WAYS).map(block).collect();

@@ -196,7 +196,7 @@ impl WorkerCounters {
         let info = m.info();
         let tin = &mut self.tins[(info.instance & 1) as usize][usize::from(info.stamp.tin_class)];
         tin.sent_packets += 1;
-        tin.sent_bytes += u64::from(m.pkt_len());
+        tin.sent_bytes += u64::from(info.stamp.frame_len);
         tin.ecn_marked += u64::from(info.stamp.marked);
     }
 
@@ -666,6 +666,17 @@ impl<'port, 'shared> Worker<'port, 'shared> {
                     let n = self.ports[from].rx.rx_burst(&mut self.burst, BURST_SIZE);
                     self.counters.rx_packets += n as u64;
                     moved += n;
+                    // A received frame was written by another core (the NIC, or a peer): its
+                    // header, private area and first data line are all misses. Ask for every
+                    // frame's header and private line, then (once the headers are on their
+                    // way) for every frame's data, so the burst's misses overlap instead of
+                    // coming one after another in the loop below.
+                    for m in self.burst.iter() {
+                        m.prefetch_for_classify();
+                    }
+                    for m in self.burst.iter() {
+                        m.prefetch_data();
+                    }
                     while let Some(m) = self.burst.pop() {
                         self.classify(m, from, now);
                     }
@@ -736,9 +747,9 @@ impl<'port, 'shared> Worker<'port, 'shared> {
         };
         *m.info_mut() = PacketInfo {
             stamp: Default::default(),
-            meta,
             instance: 2 * owner.local + direction as u32,
             egress: to as u16,
+            meta,
         };
         self.counters.shaped_packets += 1;
         if owner.worker == shaper.worker {

@@ -17,7 +17,7 @@ use crate::cobalt::{CobaltParams, Verdict};
 use crate::config::{AckFilter, CakeConfig, FlowMode};
 use crate::flows::{FlowList, FlowPool, FlowState, ListKind, OverflowHeap, Placement, NONE};
 use crate::overhead::adjusted_len;
-use crate::packet::{CakePacket, DropReason, NetworkKind, PacketMeta, PacketQueue};
+use crate::packet::{CakePacket, DropReason, NetworkKind, PacketMeta, PacketQueue, PacketStamp};
 use crate::tins::{
     tin_class, tin_count, tin_for_dscp, tin_order, tin_rates, tin_weights, TimePerByte, TinParams,
     DSCP_CS7, MTU_BYTES,
@@ -567,6 +567,8 @@ impl Cake {
             let stamp = packet.stamp_mut();
             stamp.enqueued_at = now;
             stamp.adjusted_len = adjusted;
+            stamp.frame_len = len;
+            stamp.footprint = footprint;
             stamp.l3_offset = meta.l3_offset;
             stamp.l4_offset = meta.l4_offset;
             stamp.network = meta.network;
@@ -803,7 +805,11 @@ impl Cake {
     }
 
     fn account_removal<P: CakePacket>(&mut self, pool: &mut FlowPool<P>, f: u32, t: usize, p: &P) {
-        let len = p.frame_len();
+        let PacketStamp {
+            frame_len: len,
+            footprint,
+            ..
+        } = *p.stamp();
         let flow = pool.flow_mut(f);
         flow.backlog -= len;
         flow.packets -= 1;
@@ -812,7 +818,7 @@ impl Cake {
         tin.backlog_packets -= 1;
         self.backlog_bytes -= u64::from(len);
         self.backlog_packets -= 1;
-        self.buffer_used -= u64::from(p.footprint());
+        self.buffer_used -= u64::from(footprint);
     }
 
     fn cobalt_params(&self, t: usize) -> CobaltParams {
@@ -999,7 +1005,7 @@ impl Cake {
                 },
             );
             self.stats.sent_packets += 1;
-            self.stats.sent_bytes += u64::from(packet.frame_len());
+            self.stats.sent_bytes += u64::from(packet.stamp().frame_len);
             self.charge(t, adjusted, now, true);
             return Some(packet);
         }

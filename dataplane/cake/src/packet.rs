@@ -48,14 +48,19 @@ pub enum NetworkKind {
 }
 
 /// What CAKE stores in a queued packet (in production, in the mbuf's private area). Everything
-/// dequeue, the ACK filter and a re-filing (tin-mode change) need, so no header is parsed twice.
-/// 24 bytes.
+/// dequeue, the ACK filter and a re-filing (tin-mode change) need, so no header is parsed twice,
+/// and the lengths removals account with, so a packet leaving its queue (sent, or dropped long
+/// after it arrived, when its frame is cold) is accounted from the stamp alone. 32 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PacketStamp {
     /// Enqueue time, ns.
     pub enqueued_at: u64,
     /// Length charged to the shaper and DRR (spec 1.2).
     pub adjusted_len: u32,
+    /// [`CakePacket::frame_len`] at enqueue: what backlogs and byte statistics count.
+    pub frame_len: u32,
+    /// [`CakePacket::footprint`] at enqueue: what the memory limit counts.
+    pub footprint: u32,
     /// L3 offset, for ECN marking at dequeue without re-parsing.
     pub l3_offset: u16,
     /// Offset of the transport header when the dataplane found ports (TCP, UDP); 0 otherwise.
@@ -80,10 +85,12 @@ pub trait CakePacket: Sized {
     /// FIFO of packets of this type, for one flow. Must not allocate per packet.
     type Queue: PacketQueue<Self>;
 
-    /// Frame length in bytes: what backlog and byte statistics count.
+    /// Frame length in bytes: what backlog and byte statistics count. Read once, at enqueue
+    /// (the stamp keeps it).
     fn frame_len(&self) -> u32;
 
-    /// Memory the packet occupies while queued (what `memlimit` counts; spec 5.3).
+    /// Memory the packet occupies while queued (what `memlimit` counts; spec 5.3). Read once,
+    /// at enqueue (the stamp keeps it).
     fn footprint(&self) -> u32;
 
     /// The frame's bytes.

@@ -17,6 +17,13 @@ struct MbufPrivate {
     info: PacketInfo,
 }
 
+/// A queued frame is linked, accounted, counted and sent from the link, CAKE's stamp, its
+/// instance and its port: together they fit the private area's first cache line (which starts
+/// on a line, right after the 128-byte header), so a frame that went cold while it waited
+/// costs one miss when it leaves, not three.
+const _: () =
+    assert!(std::mem::offset_of!(MbufPrivate, info) + std::mem::offset_of!(PacketInfo, meta) <= 64);
+
 /// Bytes of private area every sheetcake mempool reserves per mbuf (a multiple of 8, as DPDK
 /// requires).
 pub const MBUF_PRIVATE_BYTES: u16 = (std::mem::size_of::<MbufPrivate>() as u16).next_multiple_of(8);
@@ -130,6 +137,27 @@ impl Mbuf {
                 .add(std::mem::size_of::<dpdk_sys::rte_mbuf>())
                 .cast()
         }
+    }
+
+    /// Starts loading what classifying a just-received frame reads and writes first: the
+    /// header's first line (data offset and length) and the private area's first line.
+    #[inline]
+    pub fn prefetch_for_classify(&self) {
+        crate::prefetch::prefetch_bytes(self.raw.as_ptr().cast(), 1);
+        crate::prefetch::prefetch_bytes(self.private().cast(), 1);
+    }
+
+    /// Starts loading the frame's first data line (the Ethernet header and what follows).
+    /// Reads the header's first line to find it: ask for that first
+    /// ([`Mbuf::prefetch_for_classify`]).
+    #[inline]
+    pub fn prefetch_data(&self) {
+        // SAFETY: we own a valid mbuf; the address is only a hint to the CPU.
+        let start = unsafe {
+            let m = self.raw.as_ptr();
+            (*m).buf_addr.cast::<u8>().add((*m).data_off as usize)
+        };
+        crate::prefetch::prefetch_bytes(start, 1);
     }
 
     /// What classification and CAKE recorded for this frame.

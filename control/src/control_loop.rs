@@ -24,6 +24,12 @@ const REPORTED_SUBSCRIBERS: usize = 20;
 /// How long the loop sleeps when nothing is due (API calls wake it at once).
 const CONTROL_TICK: Duration = Duration::from_millis(50);
 
+/// How long the loop sleeps while a change waits for its answer. The owner worker applies a
+/// command within microseconds of its push; looking this often sends the answer within tens
+/// of microseconds of the change being in force, instead of one balance interval later. The
+/// control thread stays awake only while an answer is due.
+const ANSWER_POLL: Duration = Duration::from_micros(20);
+
 /// Entries kept for `/v1/top` (its largest `count`).
 const TOP_KEPT: usize = 1000;
 
@@ -115,7 +121,9 @@ impl ControlLoop<'_> {
 
         while !self.signals.stop.load(Ordering::Relaxed) {
             let nodes_active = self.balancer.as_deref().is_some_and(|b| !b.is_idle());
-            let tick = if nodes_active || !pending.is_empty() {
+            let tick = if !pending.is_empty() {
+                ANSWER_POLL
+            } else if nodes_active {
                 BALANCE_INTERVAL
             } else {
                 CONTROL_TICK
@@ -229,7 +237,9 @@ impl ControlLoop<'_> {
             // Also at once when the last worker starts forwarding, so /health turns "ok" then.
             let started_now = snapshot.workers_running < self.published.len()
                 && self.published.iter().all(|p| p.running());
-            if last_refresh.elapsed() >= REFRESH || started_now {
+            // A refresh takes milliseconds at a million subscribers: not while an answer is
+            // due (one is, for at most APPLY_WAIT), so it never delays a change's answer.
+            if (last_refresh.elapsed() >= REFRESH && pending.is_empty()) || started_now {
                 let secs = last_refresh.elapsed().as_secs_f64();
                 last_refresh = Instant::now();
                 let mut next = self.refresh(&mut sampling, started, secs);

@@ -36,6 +36,10 @@ impl PacketQueue<Mbuf> for MbufQueue {
         MbufQueue::front(self)
     }
     #[inline]
+    fn back(&self) -> Option<&Mbuf> {
+        MbufQueue::back(self)
+    }
+    #[inline]
     fn is_empty(&self) -> bool {
         MbufQueue::is_empty(self)
     }

@@ -355,6 +355,12 @@ impl ReadyQueue {
         Some(id)
     }
 
+    /// The `n` oldest waiting (fewer when fewer wait), oldest first, left in the queue.
+    #[inline]
+    pub fn oldest(&self, n: usize) -> impl Iterator<Item = u32> + '_ {
+        (0..n.min(self.len)).map(|k| self.ring[(self.head + k) % self.ring.len()])
+    }
+
     /// Instances waiting.
     #[inline]
     pub fn len(&self) -> usize {

@@ -53,6 +53,10 @@ pub const TX_PENDING: usize = 2 * BURST_SIZE;
 /// microseconds. Often enough for a live status line, rare enough to cost nothing.
 pub const PUBLISH_INTERVAL_US: u64 = 1_000;
 
+/// Ready instances whose state a service pass asks for before serving the first: a burst's
+/// worth, as many as a pass usually serves when every instance sends a frame or two.
+const SERVICE_STAGED: usize = BURST_SIZE;
+
 /// Most packets one instance may send per service before the next ready instance gets its
 /// turn: keeps one busy subscriber from delaying the others' due packets by more than a burst.
 pub const SERVICE_QUANTUM: usize = 8;
@@ -1024,10 +1028,12 @@ impl Shaper {
     }
 
     /// Enqueues the staged frames in arrival order. First, with every frame's instance
-    /// loaded or loading, it asks for what each enqueue reads next (tin, flow and host sets):
-    /// a burst's frames then wait for memory together, not one after another. At a million
-    /// subscribers, where each of those loads misses every cache, it took the worker from
-    /// 0.43 to 0.57 Mpps to 0.70 to 2.05 in paired runs (BENCHMARKS.md).
+    /// loaded or loading, it asks for what each enqueue reads next, one dependent step at a
+    /// time for the whole burst (tin and flow and host sets; then the flow's state; then the
+    /// frame at the flow's tail): a burst's frames then wait for memory together, not one
+    /// after another. At a million subscribers, where each of those loads misses every cache,
+    /// the first step took the worker from 0.43 to 0.57 Mpps to 0.70 to 2.05 in paired runs
+    /// (BENCHMARKS.md).
     #[inline]
     fn enqueue_staged(&mut self, counters: &mut WorkerCounters, now: u64) {
         for (m, placing) in self.staged.iter().zip(self.placings.iter_mut()) {
@@ -1037,6 +1043,16 @@ impl Shaper {
                 cake.enqueue_footprint(&self.pool, &at, prefetch_bytes);
                 at
             });
+        }
+        for (m, placing) in self.staged.iter().zip(self.placings.iter()) {
+            if let (Some(cake), Some(at)) = (self.cakes.get(m.info().instance as usize), placing) {
+                cake.flow_footprint(&self.pool, at, prefetch_bytes);
+            }
+        }
+        for (m, placing) in self.staged.iter().zip(self.placings.iter()) {
+            if let (Some(cake), Some(at)) = (self.cakes.get(m.info().instance as usize), placing) {
+                cake.tail_footprint(&self.pool, at, prefetch_bytes);
+            }
         }
         for i in 0..self.staged.len() {
             let Some(m) = self.staged.pop() else { break };
@@ -1149,6 +1165,28 @@ impl Shaper {
         moved
     }
 
+    /// Asks for what serving the next [`SERVICE_STAGED`] ready instances reads, one dependent
+    /// step at a time for all of them (the instances and their gauges; their tins; the flows
+    /// they would serve first; those flows' head frames), so their misses overlap instead of
+    /// coming one after another in the service loop.
+    #[inline]
+    fn stage_service(&self) {
+        let next = || self.ready.oldest(SERVICE_STAGED);
+        for id in next() {
+            prefetch(&self.cakes[id as usize]);
+            prefetch(&self.gauges[id as usize]);
+        }
+        for id in next() {
+            self.cakes[id as usize].tins_footprint(prefetch_bytes);
+        }
+        for id in next() {
+            self.cakes[id as usize].head_flow_footprint(&self.pool, prefetch_bytes);
+        }
+        for id in next() {
+            self.cakes[id as usize].head_packet_footprint(&self.pool, prefetch_bytes);
+        }
+    }
+
     /// Dequeues from instances whose shaper allows it, while every port can take a frame.
     #[inline]
     fn serve(
@@ -1159,6 +1197,7 @@ impl Shaper {
     ) -> usize {
         let ready = &mut self.ready;
         self.wheel.advance(now, |id| ready.push(id));
+        self.stage_service();
         let mut sent = 0;
         for _ in 0..self.ready.len() {
             if pending.iter().any(|p| p.spare() == 0) {

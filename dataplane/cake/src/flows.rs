@@ -390,6 +390,32 @@ impl<P: CakePacket> FlowPool<P> {
         (block.cast(), core::mem::size_of::<Block>())
     }
 
+    /// The flow with hash `tag` of `instance`'s tin among `queues` slots, when the set holds
+    /// it (spec 3 steps 1 and 2: a hit at the start slot or in another way). Changes nothing.
+    pub fn find_flow(
+        &self,
+        instance: u32,
+        tin: usize,
+        tag: u32,
+        queues: u16,
+    ) -> Option<(u32, Placement)> {
+        let (start, set_base) = start_slot(tag, queues);
+        (0..WAYS).find_map(|k| {
+            let slot = set_base + (start - set_base + k) % WAYS;
+            match self.map.get(key(instance, KIND_FLOW, tin, slot)) {
+                Some((idx, t)) if t == tag => Some((
+                    idx,
+                    if k == 0 {
+                        Placement::Hit
+                    } else {
+                        Placement::IndirectHit
+                    },
+                )),
+                _ => None,
+            }
+        })
+    }
+
     /// Finds or places the flow with hash `tag` of `instance`'s tin among `queues` slots
     /// (spec 3 steps 1 to 4). Returns the flow index and what happened, or `None` when the
     /// pool is exhausted (the caller then drops the packet).
@@ -400,25 +426,15 @@ impl<P: CakePacket> FlowPool<P> {
         tag: u32,
         queues: u16,
     ) -> Option<(u32, Placement)> {
+        if let Some(found) = self.find_flow(instance, tin, tag, queues) {
+            return Some(found);
+        }
         let (start, set_base) = start_slot(tag, queues);
         let start_key = key(instance, KIND_FLOW, tin, start);
         let at_start = self.map.get(start_key);
-        if let Some((idx, t)) = at_start {
-            if t == tag {
-                return Some((idx, Placement::Hit));
-            }
-        }
-        let mut first_free: Option<u16> = None;
-        for k in 0..WAYS {
-            let slot = set_base + (start - set_base + k) % WAYS;
-            match self.map.get(key(instance, KIND_FLOW, tin, slot)) {
-                None => {
-                    first_free.get_or_insert(slot);
-                }
-                Some((idx, t)) if t == tag => return Some((idx, Placement::IndirectHit)),
-                Some(_) => {}
-            }
-        }
+        let first_free = (0..WAYS)
+            .map(|k| set_base + (start - set_base + k) % WAYS)
+            .find(|&slot| self.map.get(key(instance, KIND_FLOW, tin, slot)).is_none());
         match (first_free, at_start) {
             (Some(slot), _) => {
                 let idx = self.free_flows.pop()?;

@@ -461,7 +461,7 @@ impl Cake {
     ) {
         let t = placing.tin;
         if let Some(tin) = self.tins.get(t) {
-            touch((tin as *const Tin).cast(), core::mem::size_of::<Tin>());
+            touch_value(tin, &mut touch);
         }
         let queues = self.flow_queues;
         let (p, len) = pool.set_footprint(self.id, t, None, placing.flow, queues);
@@ -472,6 +472,92 @@ impl Cake {
                 touch(p, len);
             }
         }
+    }
+
+    /// What enqueueing at `placing` reads once [`Self::enqueue_footprint`]'s lines have
+    /// arrived: the state of its flow, when the flow is placed (its index is in the map block
+    /// that step loaded).
+    #[inline]
+    pub fn flow_footprint<P: CakePacket>(
+        &self,
+        pool: &FlowPool<P>,
+        placing: &Placing,
+        mut touch: impl FnMut(*const u8, usize),
+    ) {
+        if let Some((f, _)) = pool.find_flow(self.id, placing.tin, placing.flow, self.flow_queues) {
+            touch_value(pool.flow(f), &mut touch);
+        }
+    }
+
+    /// What enqueueing at `placing` reads once [`Self::flow_footprint`]'s lines have arrived:
+    /// the stamp of the packet at its flow's tail, next to the link the enqueue writes.
+    #[inline]
+    pub fn tail_footprint<P: CakePacket>(
+        &self,
+        pool: &FlowPool<P>,
+        placing: &Placing,
+        mut touch: impl FnMut(*const u8, usize),
+    ) {
+        if let Some((f, _)) = pool.find_flow(self.id, placing.tin, placing.flow, self.flow_queues) {
+            if let Some(tail) = pool.flow(f).queue.back() {
+                touch_value(tail.stamp(), &mut touch);
+            }
+        }
+    }
+
+    /// The first step of what [`Self::dequeue`] reads after the instance itself: the tins'
+    /// backlogs, clocks and flow lists. With [`Self::head_flow_footprint`] and
+    /// [`Self::head_packet_footprint`], each asked for once the step before has arrived, a
+    /// worker about to serve many instances has their misses overlap.
+    #[inline]
+    pub fn tins_footprint(&self, mut touch: impl FnMut(*const u8, usize)) {
+        for tin in &self.tins {
+            touch_value(&tin.backlog_packets, &mut touch);
+            touch_value(&tin.next_time, &mut touch);
+            touch_value(&tin.new_flows, &mut touch);
+            touch_value(&tin.old_flows, &mut touch);
+        }
+    }
+
+    /// The state of the flow each backlogged tin would serve first.
+    #[inline]
+    pub fn head_flow_footprint<P: CakePacket>(
+        &self,
+        pool: &FlowPool<P>,
+        mut touch: impl FnMut(*const u8, usize),
+    ) {
+        for f in self.head_flows() {
+            touch_value(pool.flow(f), &mut touch);
+        }
+    }
+
+    /// The stamp (and queue link) of the packet at the head of each of those flows.
+    #[inline]
+    pub fn head_packet_footprint<P: CakePacket>(
+        &self,
+        pool: &FlowPool<P>,
+        mut touch: impl FnMut(*const u8, usize),
+    ) {
+        for f in self.head_flows() {
+            if let Some(head) = pool.flow(f).queue.front() {
+                touch_value(head.stamp(), &mut touch);
+            }
+        }
+    }
+
+    /// The first flow of each backlogged tin's new list, else its old list.
+    fn head_flows(&self) -> impl Iterator<Item = u32> + '_ {
+        self.tins
+            .iter()
+            .filter(|tin| tin.backlog_packets > 0)
+            .map(|tin| {
+                if tin.new_flows.is_empty() {
+                    tin.old_flows.head
+                } else {
+                    tin.new_flows.head
+                }
+            })
+            .filter(|&f| f != NONE)
     }
 
     /// Queues a packet (spec 5.1). Packets dropped on the way (ACK filter, overflow, an
@@ -573,6 +659,7 @@ impl Cake {
             stamp.l4_offset = meta.l4_offset;
             stamp.network = meta.network;
             stamp.protocol = meta.protocol;
+            stamp.ecn = meta.ecn;
             stamp.dscp = meta.dscp;
             stamp.mark = meta.mark;
         }
@@ -1300,16 +1387,18 @@ fn ewma(avg: u64, sample: u64, shift: u32) -> u64 {
     avg - (avg >> shift) + (sample >> shift)
 }
 
+/// Hands `touch` the address and size of `value`: what a footprint reports.
+#[inline]
+fn touch_value<T>(value: &T, touch: &mut impl FnMut(*const u8, usize)) {
+    touch((value as *const T).cast(), core::mem::size_of::<T>());
+}
+
 /// True when the packet's ECN field is ECT(0), ECT(1) or CE.
 fn ecn_capable<P: CakePacket>(p: &P) -> bool {
+    // From the stamp, not the frame: a frame that waited is cold, and only a mark (made after
+    // this test) needs its bytes.
     let stamp = p.stamp();
-    let l3 = usize::from(stamp.l3_offset);
-    let data = p.data();
-    match stamp.network {
-        NetworkKind::Ipv4 => data.get(l3 + 1).is_some_and(|tos| tos & 3 != 0),
-        NetworkKind::Ipv6 => data.get(l3 + 1).is_some_and(|b| (b >> 4) & 3 != 0),
-        _ => false,
-    }
+    matches!(stamp.network, NetworkKind::Ipv4 | NetworkKind::Ipv6) && stamp.ecn != 0
 }
 
 /// Sets ECN CE in place (fixing the IPv4 header checksum). False if the packet is too short.

@@ -70,6 +70,9 @@ pub struct PacketStamp {
     /// IP protocol as the dataplane reported it (6 makes the packet a candidate for the ACK
     /// filter).
     pub protocol: u8,
+    /// The ECN field at enqueue (non-zero: ECN-capable, so COBALT marks instead of dropping).
+    /// Only CAKE changes it while the packet waits, and only on its way out.
+    pub ecn: u8,
     /// DSCP as classified, before any `wash` (a tin-mode change re-files by it).
     pub dscp: u8,
     /// The operator mark given at enqueue.
@@ -114,6 +117,8 @@ pub trait PacketQueue<P>: Default {
     fn pop_front(&mut self) -> Option<P>;
     /// The head.
     fn front(&self) -> Option<&P>;
+    /// The tail.
+    fn back(&self) -> Option<&P>;
     /// True when empty.
     fn is_empty(&self) -> bool;
     /// The packets from head to tail, for the ACK filter's scan.

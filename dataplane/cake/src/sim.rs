@@ -41,6 +41,9 @@ impl PacketQueue<TestPacket> for TestQueue {
     fn front(&self) -> Option<&TestPacket> {
         self.0.front()
     }
+    fn back(&self) -> Option<&TestPacket> {
+        self.0.back()
+    }
     fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

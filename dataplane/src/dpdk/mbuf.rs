@@ -24,9 +24,11 @@ struct MbufPrivate {
 const _: () =
     assert!(std::mem::offset_of!(MbufPrivate, info) + std::mem::offset_of!(PacketInfo, meta) <= 64);
 
-/// Bytes of private area every sheetcake mempool reserves per mbuf (a multiple of 8, as DPDK
-/// requires).
-pub const MBUF_PRIVATE_BYTES: u16 = (std::mem::size_of::<MbufPrivate>() as u16).next_multiple_of(8);
+/// Bytes of private area every sheetcake mempool reserves per mbuf: whole cache lines (DPDK
+/// requires a multiple of 8), so the data room, which follows it, starts on a line and a
+/// frame's Ethernet, IP and port fields sit in its first line.
+pub const MBUF_PRIVATE_BYTES: u16 =
+    (std::mem::size_of::<MbufPrivate>() as u16).next_multiple_of(64);
 
 /// One packet buffer, owned. Dropping it returns it to its pool; moving it moves the ownership.
 /// There is no `Clone`: two owners of one mbuf cannot exist in safe code.
@@ -147,8 +149,8 @@ impl Mbuf {
         crate::prefetch::prefetch_bytes(self.private().cast(), 1);
     }
 
-    /// Starts loading the frame's first data line (the Ethernet header and what follows).
-    /// Reads the header's first line to find it: ask for that first
+    /// Starts loading the frame's first 64 bytes (the Ethernet and IP headers and the ports of
+    /// an untagged frame). Reads the header's first line to find them: ask for that first
     /// ([`Mbuf::prefetch_for_classify`]).
     #[inline]
     pub fn prefetch_data(&self) {
@@ -157,7 +159,7 @@ impl Mbuf {
             let m = self.raw.as_ptr();
             (*m).buf_addr.cast::<u8>().add((*m).data_off as usize)
         };
-        crate::prefetch::prefetch_bytes(start, 1);
+        crate::prefetch::prefetch_bytes(start, 64);
     }
 
     /// What classification and CAKE recorded for this frame.
@@ -175,15 +177,21 @@ impl Mbuf {
         unsafe { &mut (*self.private()).info }
     }
 
-    /// Bytes this buffer occupies in the pool: header, private area and data room.
+    /// Bytes this buffer occupies in the pool: header, private area and data room. The private
+    /// area is [`MBUF_PRIVATE_BYTES`] in every pool sheetcake makes, so only the header's first
+    /// line is read (its `priv_size` sits in the second, which nothing else on the packet path
+    /// needs).
     #[inline]
     pub fn footprint(&self) -> u32 {
         // SAFETY: we own a valid mbuf.
-        let (buf_len, priv_size) = unsafe {
+        let buf_len = unsafe {
             let m = self.raw.as_ptr();
-            ((*m).buf_len, (*m).priv_size)
+            debug_assert_eq!((*m).priv_size, MBUF_PRIVATE_BYTES);
+            (*m).buf_len
         };
-        std::mem::size_of::<dpdk_sys::rte_mbuf>() as u32 + u32::from(priv_size) + u32::from(buf_len)
+        std::mem::size_of::<dpdk_sys::rte_mbuf>() as u32
+            + u32::from(MBUF_PRIVATE_BYTES)
+            + u32::from(buf_len)
     }
 
     /// The raw pointer, for a DPDK call that reads or writes the mbuf while we keep it.
@@ -428,6 +436,17 @@ impl MbufQueue {
     #[inline]
     pub fn front(&self) -> Option<&Mbuf> {
         self.head.as_ref()
+    }
+
+    /// The tail.
+    #[inline]
+    pub fn back(&self) -> Option<&Mbuf> {
+        if self.tail.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null tail is the last mbuf of the chain this queue owns; `Mbuf` is a
+        // transparent wrapper of its pointer, and the borrow of self keeps it in the chain.
+        Some(unsafe { &*(&self.tail as *const *mut dpdk_sys::rte_mbuf).cast::<Mbuf>() })
     }
 
     /// True when empty.

@@ -90,35 +90,9 @@ fn download(sub: &Host, net: &Host, seconds: u32) -> f64 {
         .unwrap_or_else(|| panic!("no goodput in {json}"))
 }
 
-fn worker_drops(base: &str, reason: &str) -> u64 {
-    let (_, w) = api("GET", &format!("{base}/v1/workers"), None);
-    w["workers"][0]["dropped_packets"][reason]
-        .as_u64()
-        .expect("a drop counter")
-}
-
-#[test]
-fn the_api_shapes_changes_and_releases_a_subscriber_and_prometheus_scrapes_it() {
-    let _serial = serial();
-    let dir = scratch("api_e2e");
-    let net = Host::new("scapin", "10.77.0.1/24");
-    let sub = Host::new("scapsub", "10.77.0.2/24");
-    let subscribers = dir.join("subscribers.toml");
-    std::fs::write(&subscribers, "# managed through the API\n").expect("write");
-    let app = Appliance::start(
-        &dir,
-        &config(
-            "api",
-            &net.vdev(0),
-            &sub.vdev(1),
-            &subscribers.display().to_string(),
-            "",
-        ),
-    );
-    let base = api_base(&app);
-
-    // Health needs no token; everything else does. It says "starting" until every worker
-    // forwards, then "ok".
+/// Waits until `GET /health`, which needs no token, says "ok" (until every worker forwards,
+/// and the first snapshot of their counters is taken, it says "starting"); returns its body.
+fn forwarding(base: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     let body = loop {
         let (status, body) = call("GET", &format!("{base}/health"), None, None);
@@ -130,6 +104,78 @@ fn the_api_shapes_changes_and_releases_a_subscriber_and_prometheus_scrapes_it() 
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(body.contains("\"status\": \"ok\""), "{body}");
+    body
+}
+
+/// sheetcake between `net` (on its core port) and `sub` (on its access port) on
+/// `net_af_packet`, its subscribers from an empty TOML file in a new scratch directory
+/// `scratch_name`: the box the traffic tests drive through the API. Returns the directory, the
+/// running box and its API's base URL.
+fn bridged_box(
+    scratch_name: &str,
+    name: &str,
+    net: &Host,
+    sub: &Host,
+) -> (PathBuf, Appliance, String) {
+    let dir = scratch(scratch_name);
+    let subscribers = dir.join("subscribers.toml");
+    std::fs::write(&subscribers, "# managed through the API\n").expect("write");
+    let app = Appliance::start(
+        &dir,
+        &config(
+            name,
+            &net.vdev(0),
+            &sub.vdev(1),
+            &subscribers.display().to_string(),
+            "",
+        ),
+    );
+    let base = api_base(&app);
+    (dir, app, base)
+}
+
+/// `sheetcake ctl` against the API at `base`, with the token: (success, stdout, stderr).
+fn ctl(base: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sheetcake"))
+        .args(["ctl", "--api", base, "--token", TOKEN])
+        .args(args)
+        .output()
+        .expect("sheetcake ctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Sends each request (method, URL, body, or "" for none) with the token and asserts the
+/// status of the answer and that it contains the text.
+fn assert_answers<U: AsRef<str>>(cases: &[(&str, U, &str, u16, &str)]) {
+    for (method, url, body, want, says) in cases {
+        let url = url.as_ref();
+        let body = (!body.is_empty()).then_some(*body);
+        let (status, text) = call(method, url, body, Some(TOKEN));
+        assert_eq!(status, *want, "{method} {url} {body:?}: {text}");
+        assert!(text.contains(says), "{method} {url} {body:?}: {text}");
+    }
+}
+
+fn worker_drops(base: &str, reason: &str) -> u64 {
+    let (_, w) = api("GET", &format!("{base}/v1/workers"), None);
+    w["workers"][0]["dropped_packets"][reason]
+        .as_u64()
+        .expect("a drop counter")
+}
+
+#[test]
+fn the_api_shapes_changes_and_releases_a_subscriber_and_prometheus_scrapes_it() {
+    let _serial = serial();
+    let net = Host::new("scapin", "10.77.0.1/24");
+    let sub = Host::new("scapsub", "10.77.0.2/24");
+    let (dir, app, base) = bridged_box("api_e2e", "api", &net, &sub);
+
+    // Health needs no token; everything else does.
+    let body = forwarding(&base);
     assert!(body.contains("\"workers_running\": 1"), "{body}");
     let (status, _) = call("GET", &format!("{base}/v1/subscribers"), None, None);
     assert_eq!(status, 401);
@@ -222,7 +268,7 @@ fn the_api_shapes_changes_and_releases_a_subscriber_and_prometheus_scrapes_it() 
 
     // Bad input: refused with the reason, nothing changed.
     let bob = format!("{base}/v1/subscribers/bob");
-    for (method, url, body, want, says) in [
+    assert_answers(&[
         (
             "PUT",
             &bob,
@@ -275,12 +321,7 @@ fn the_api_shapes_changes_and_releases_a_subscriber_and_prometheus_scrapes_it() 
             "not allowed",
         ),
         ("GET", &format!("{base}/v2/things"), "", 404, "no route"),
-    ] {
-        let body = (!body.is_empty()).then_some(body);
-        let (status, text) = call(method, url, body, Some(TOKEN));
-        assert_eq!(status, want, "{method} {url} {body:?}: {text}");
-        assert!(text.contains(says), "{method} {url} {body:?}: {text}");
-    }
+    ]);
     let oversize = format!(
         r#"{{"subscribers": [], "pad": "{}"}}"#,
         "x".repeat(1_100_000)
@@ -296,49 +337,40 @@ fn the_api_shapes_changes_and_releases_a_subscriber_and_prometheus_scrapes_it() 
     assert_eq!(list["total"], 1, "{list}");
 
     // The CLI, over the same API.
-    let ctl = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_sheetcake"))
-            .args(["ctl", "--api", &base, "--token", TOKEN])
-            .args(args)
-            .output()
-            .expect("sheetcake ctl");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    let (ok, out, err) = ctl(&[
-        "add",
-        "bob",
-        "--address",
-        "10.77.0.9",
-        "--download",
-        "1mbit",
-        "--upload",
-        "1mbit",
-    ]);
+    let (ok, out, err) = ctl(
+        &base,
+        &[
+            "add",
+            "bob",
+            "--address",
+            "10.77.0.9",
+            "--download",
+            "1mbit",
+            "--upload",
+            "1mbit",
+        ],
+    );
     assert!(ok && out.starts_with("applied: 1 added"), "{out}{err}");
-    let (ok, out, _) = ctl(&["list"]);
+    let (ok, out, _) = ctl(&base, &["list"]);
     assert!(
         ok && out.contains("bob") && out.contains("10.77.0.9/32") && out.contains("(2 of 2 shown)"),
         "{out}"
     );
-    let (ok, out, err) = ctl(&["set-rate", "bob", "--download", "2mbit"]);
+    let (ok, out, err) = ctl(&base, &["set-rate", "bob", "--download", "2mbit"]);
     assert!(ok && out.contains("1 changed"), "{out}{err}");
-    let (ok, out, _) = ctl(&["show", "bob"]);
+    let (ok, out, _) = ctl(&base, &["show", "bob"]);
     assert!(
         ok && out.contains("subscriber bob download: cake bandwidth 2Mbit"),
         "{out}"
     );
-    let (ok, _, err) = ctl(&["set-rate", "bob", "--upload", "fast"]);
+    let (ok, _, err) = ctl(&base, &["set-rate", "bob", "--upload", "fast"]);
     assert!(
         !ok && err.contains("422") && err.contains("\"fast\" is not a rate"),
         "{err}"
     );
-    let (ok, out, _) = ctl(&["remove", "bob"]);
+    let (ok, out, _) = ctl(&base, &["remove", "bob"]);
     assert!(ok && out.contains("1 removed"), "{out}");
-    let (ok, out, _) = ctl(&["health"]);
+    let (ok, out, _) = ctl(&base, &["health"]);
     assert!(ok && out.starts_with("ok version"), "{out}");
 
     // A real Prometheus scrapes the box; a query returns alice's byte counter.
@@ -532,7 +564,8 @@ fn a_bulk_load_of_100000_subscribers_applies_whole_or_not_at_all() {
     assert_eq!(one["addresses"][0], "100.65.134.159/32", "{one}");
     assert_eq!(one["download"], "100Mbit", "{one}");
 
-    // One bad row (file line 4711 + 2: the header is line 1): nothing applied, the row named.
+    // One bad row (file line 4711 + 2: the header is line 1): nothing applied, the file, row
+    // and column named.
     std::fs::write(
         &csv,
         shaped_devices(100_000, Some(4711)).replace("c0,", "x0,"),
@@ -542,6 +575,7 @@ fn a_bulk_load_of_100000_subscribers_applies_whole_or_not_at_all() {
     assert_eq!(status, 422, "{v}");
     let errors = v["errors"].as_array().expect("errors");
     assert_eq!(errors.len(), 1, "{v}");
+    assert_eq!(errors[0]["file"], csv.display().to_string(), "{v}");
     assert_eq!(errors[0]["line"], 4713, "{v}");
     assert!(
         errors[0]["key"]

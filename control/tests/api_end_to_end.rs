@@ -160,6 +160,16 @@ fn assert_answers<U: AsRef<str>>(cases: &[(&str, U, &str, u16, &str)]) {
     }
 }
 
+/// Every subscriber (one page holds them all in these tests) and every node, as the API lists
+/// them: what a refused change must leave as it was.
+fn state(base: &str) -> (serde_json::Value, serde_json::Value) {
+    let (status, subscribers) = api("GET", &format!("{base}/v1/subscribers"), None);
+    assert_eq!(status, 200, "{subscribers}");
+    let (status, nodes) = api("GET", &format!("{base}/v1/nodes"), None);
+    assert_eq!(status, 200, "{nodes}");
+    (subscribers, nodes)
+}
+
 fn worker_drops(base: &str, reason: &str) -> u64 {
     let (_, w) = api("GET", &format!("{base}/v1/workers"), None);
     w["workers"][0]["dropped_packets"][reason]
@@ -591,6 +601,501 @@ fn a_bulk_load_of_100000_subscribers_applies_whole_or_not_at_all() {
     assert_eq!(status, 404);
     let (_, health) = api("GET", &format!("{base}/health"), None);
     assert_eq!(health["subscribers"], 100_000, "{health}");
+
+    let (status, output) = app.stop();
+    assert_clean_shutdown(status, &output);
+}
+
+/// The change summary's counts: added, changed, removed, unchanged.
+fn counts(v: &serde_json::Value) -> [u64; 4] {
+    ["added", "changed", "removed", "unchanged"]
+        .map(|k| v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}")))
+}
+
+/// `POST /v1/apply` as docs/api.md describes it: one body adds or replaces every record in it
+/// (a subscriber may name a node of the same body) and removes those it names; a body with
+/// bad records, or with addresses that overlap another subscriber's, is refused with every
+/// problem named by record and field, and changes nothing; with `"replace": true` the body is
+/// the whole new state, and what it does not list is removed. `sheetcake ctl apply FILE`
+/// (and `--replace`) does the same from a file.
+#[test]
+fn a_bulk_apply_changes_every_record_or_none_and_replace_removes_the_rest() {
+    let _serial = serial();
+    let (dir, _, app, base) = idle_box("api_apply", "apply", "");
+    let apply = format!("{base}/v1/apply");
+    let subscriber = |id: &str| api("GET", &format!("{base}/v1/subscribers/{id}"), None);
+
+    let (status, v) = api(
+        "POST",
+        &apply,
+        Some(
+            r#"{
+            "nodes": [{"id": "sg-1", "download": "100mbit", "upload": "20mbit"}],
+            "subscribers": [
+                {"id": "a1", "addresses": ["100.64.0.1"], "download": "20mbit", "upload": "5mbit", "node": "sg-1"},
+                {"id": "a2", "addresses": ["100.64.0.2", "2001:db8:2::/56"], "download": "30mbit", "upload": "6mbit"},
+                {"id": "a3", "addresses": ["100.64.0.3"], "download": "40mbit", "upload": "7mbit", "upload_options": "ack-filter"}
+            ]}"#,
+        ),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["applied"].as_bool(), counts(&v)),
+        (Some(true), [3, 0, 0, 0]),
+        "{v}"
+    );
+    let (status, a1) = subscriber("a1");
+    assert_eq!(status, 200, "{a1}");
+    assert_eq!(
+        (
+            &a1["addresses"],
+            &a1["download"],
+            &a1["upload"],
+            &a1["node"]
+        ),
+        (
+            &serde_json::json!(["100.64.0.1/32"]),
+            &serde_json::json!("20Mbit"),
+            &serde_json::json!("5Mbit"),
+            &serde_json::json!("sg-1")
+        ),
+        "{a1}"
+    );
+    let (_, a2) = subscriber("a2");
+    assert_eq!(
+        a2["addresses"],
+        serde_json::json!(["100.64.0.2/32", "2001:db8:2::/56"]),
+        "{a2}"
+    );
+    assert_eq!(a2["node"], serde_json::Value::Null, "{a2}");
+    let (_, a3) = subscriber("a3");
+    let upload_cake = a3["upload_cake"].as_str().expect("upload_cake");
+    assert!(
+        upload_cake.starts_with("bandwidth 7Mbit ") && upload_cake.contains(" ack-filter"),
+        "{a3}"
+    );
+    let (subscribers, nodes) = state(&base);
+    assert_eq!(subscribers["total"], 3, "{subscribers}");
+    assert_eq!(
+        nodes,
+        serde_json::json!({"nodes": [{"id": "sg-1", "download": "100Mbit", "upload": "20Mbit"}]})
+    );
+
+    // Changes and removals in one body.
+    let (status, v) = api(
+        "POST",
+        &apply,
+        Some(
+            r#"{"subscribers": [{"id": "a2", "addresses": ["100.64.0.2", "2001:db8:2::/56"], "download": "35mbit", "upload": "6mbit"}],
+                "remove": ["a3"]}"#,
+        ),
+    );
+    assert_eq!((status, counts(&v)), (200, [0, 1, 1, 0]), "{v}");
+    assert_eq!(subscriber("a2").1["download"], "35Mbit");
+    assert_eq!(subscriber("a3").0, 404);
+
+    // Refused whole: every bad record named by its place in the body, its ID and the field;
+    // the good records of the same body (a change of a1, a new a4) are not applied either.
+    let before = state(&base);
+    let (status, v) = api(
+        "POST",
+        &apply,
+        Some(
+            r#"{"subscribers": [
+                {"id": "a1", "addresses": ["100.64.0.1"], "download": "99mbit", "upload": "5mbit", "node": "sg-1"},
+                {"id": "a4", "addresses": ["100.64.0.4"], "download": "10mbit", "upload": "1mbit"},
+                {"id": "a5", "addresses": ["100.64.0.5"], "download": "fast", "upload": "1mbit"},
+                {"id": "a6", "addresses": ["10.0.0.1/24"], "download": "10mbit", "upload": "1mbit"}
+            ]}"#,
+        ),
+    );
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(
+        v["error"], "the change is not valid; nothing was applied",
+        "{v}"
+    );
+    // As docs/api.md shows them: no line in a well-formed body, the record by its place.
+    assert_eq!(
+        v["errors"],
+        serde_json::json!([
+            {"file": "request body", "line": null, "key": "subscribers[2] (a5).download",
+             "message": "\"fast\" is not a rate; expected a number with a unit, like 20mbit, \
+                         500kbit or 1gbit"},
+            {"file": "request body", "line": null, "key": "subscribers[3] (a6).addresses",
+             "message": "10.0.0.1/24: bits are set beyond the prefix length (did you mean \
+                         10.0.0.0/24?)"}
+        ]),
+        "{v}"
+    );
+    assert_eq!(state(&base), before);
+
+    // Addresses overlapping another subscriber's, in the same body or in force: 409, the
+    // record and field named, nothing applied.
+    for (body, other) in [
+        (
+            r#"{"subscribers": [
+                {"id": "a4", "addresses": ["100.64.1.0/24"], "download": "10mbit", "upload": "1mbit"},
+                {"id": "a5", "addresses": ["100.64.1.7"], "download": "10mbit", "upload": "1mbit"}
+            ]}"#,
+            "a4",
+        ),
+        (
+            r#"{"subscribers": [
+                {"id": "a4", "addresses": ["100.64.0.0/30"], "download": "10mbit", "upload": "1mbit"}
+            ]}"#,
+            "a1",
+        ),
+    ] {
+        let (status, v) = api("POST", &apply, Some(body));
+        assert_eq!(status, 409, "{v}");
+        let errors = v["errors"].as_array().expect("errors");
+        assert_eq!(errors.len(), 1, "{v}");
+        let key = errors[0]["key"].as_str().unwrap();
+        let message = errors[0]["message"].as_str().unwrap();
+        assert!(
+            key.ends_with(".addresses") && (key.contains("a4") || key.contains("a5")),
+            "{v}"
+        );
+        assert!(
+            message.contains("overlaps") && message.contains(&format!("\"{other}\"")),
+            "{v}"
+        );
+        assert_eq!(state(&base), before);
+    }
+
+    // Wrong types, unknown fields, a removal of nothing, and replace with removals.
+    assert_answers(&[
+        (
+            "POST",
+            &apply,
+            r#"{"subscribers": {"id": "a9"}}"#,
+            400,
+            "invalid type",
+        ),
+        (
+            "POST",
+            &apply,
+            r#"{"subscriber": []}"#,
+            400,
+            "unknown field `subscriber`",
+        ),
+        (
+            "POST",
+            &apply,
+            r#"{"subscribers": [{"id": "a9", "addresses": ["100.64.0.9"], "download": "1mbit", "upload": "1mbit", "plan": "gold"}]}"#,
+            400,
+            "unknown field `plan`",
+        ),
+        (
+            "POST",
+            &apply,
+            r#"{"remove": ["nobody"]}"#,
+            404,
+            "no subscriber has the ID \\\"nobody\\\"",
+        ),
+        (
+            "POST",
+            &apply,
+            r#"{"replace": true, "remove": ["a1"]}"#,
+            422,
+            "leave \\\"remove\\\" and \\\"remove_nodes\\\" empty",
+        ),
+    ]);
+    assert_eq!(state(&base), before);
+
+    // Replace: what the body does not list goes (a1, and sg-1 with it); a2 is unchanged. A
+    // replace with a bad record changes nothing either.
+    let (status, v) = api(
+        "POST",
+        &apply,
+        Some(
+            r#"{"replace": true, "subscribers": [
+                {"id": "b1", "addresses": ["100.64.2.0/24"], "download": "10mbit", "upload": "1mbit"},
+                {"id": "b2", "addresses": ["100.64.2.9"], "download": "10mbit", "upload": "1mbit"}
+            ]}"#,
+        ),
+    );
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(
+        v["errors"][0]["key"], "subscribers[1] (b2).addresses",
+        "{v}"
+    );
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("overlaps"),
+        "{v}"
+    );
+    assert_eq!(state(&base), before);
+    let (status, v) = api(
+        "POST",
+        &apply,
+        Some(
+            r#"{"replace": true, "subscribers": [
+                {"id": "a2", "addresses": ["100.64.0.2", "2001:db8:2::/56"], "download": "35mbit", "upload": "6mbit"},
+                {"id": "b1", "addresses": ["100.64.2.0/24"], "download": "10mbit", "upload": "1mbit"}
+            ]}"#,
+        ),
+    );
+    assert_eq!((status, counts(&v)), (200, [1, 0, 1, 1]), "{v}");
+    let (subscribers, nodes) = state(&base);
+    let ids: Vec<&str> = subscribers["subscribers"]
+        .as_array()
+        .expect("subscribers")
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a2", "b1"], "{subscribers}");
+    assert_eq!(nodes, serde_json::json!({"nodes": []}));
+
+    // The CLI: a file applied as a change, then as the whole state; a bad file changes nothing.
+    let file = dir.join("change.json");
+    std::fs::write(
+        &file,
+        r#"{"nodes": [{"id": "sg-2", "download": "1gbit", "upload": "100mbit"}],
+            "subscribers": [
+                {"id": "c1", "addresses": ["100.64.3.1"], "download": "20mbit", "upload": "5mbit", "node": "sg-2"},
+                {"id": "c2", "addresses": ["100.64.3.2"], "download": "20mbit", "upload": "5mbit"}
+            ]}"#,
+    )
+    .expect("write");
+    let path = file.display().to_string();
+    let (ok, out, err) = ctl(&base, &["apply", &path]);
+    assert!(
+        ok && out.starts_with("applied: 2 added, 0 changed, 0 removed, 0 unchanged"),
+        "{out}{err}"
+    );
+    assert_eq!(state(&base).0["total"], 4);
+    std::fs::write(
+        &file,
+        r#"{"nodes": [{"id": "sg-2", "download": "1gbit", "upload": "100mbit"}],
+            "subscribers": [
+                {"id": "c1", "addresses": ["100.64.3.1"], "download": "20mbit", "upload": "5mbit", "node": "sg-2"}
+            ]}"#,
+    )
+    .expect("write");
+    let (ok, out, err) = ctl(&base, &["apply", "--replace", &path]);
+    assert!(
+        ok && out.starts_with("applied: 0 added, 0 changed, 3 removed, 1 unchanged"),
+        "{out}{err}"
+    );
+    let after_replace = state(&base);
+    assert_eq!(after_replace.0["total"], 1, "{}", after_replace.0);
+    assert_eq!(after_replace.0["subscribers"][0]["id"], "c1");
+    std::fs::write(
+        &file,
+        r#"{"subscribers": [
+            {"id": "d1", "addresses": ["100.64.4.1"], "download": "fast", "upload": "5mbit"}
+        ]}"#,
+    )
+    .expect("write");
+    let (ok, out, err) = ctl(&base, &["apply", &path]);
+    assert!(
+        !ok && err.contains("422")
+            && err.contains("request body: subscribers[0] (d1).download: \"fast\" is not a rate"),
+        "{out}{err}"
+    );
+    std::fs::write(&file, "{\"subscribers\": [\n  {\"id\": \"d1\",\n").expect("write");
+    let (ok, _, err) = ctl(&base, &["apply", &path]);
+    assert!(!ok && err.contains(&format!("{path}:3: not JSON")), "{err}");
+    assert_eq!(state(&base), after_replace);
+
+    let (status, output) = app.stop();
+    assert_clean_shutdown(status, &output);
+}
+
+/// The node routes over HTTP, as docs/api.md and docs/openapi.yaml describe them: a node is
+/// created (201), read back in tc's notation, replaced (200), changed in part, listed, and
+/// found by its percent-encoded ID; a subscriber naming a node that does not exist is refused
+/// (422); a node that still has members is not deleted (409, the node named) and is deleted
+/// once empty; wrong types and unknown fields (400), rates out of range and an `id` that is not
+/// the path's (422), unknown nodes (404), a method the path does not take (405) and an
+/// oversize body (413) are refused and change nothing.
+#[test]
+fn nodes_are_created_read_changed_and_deleted_over_http_once_empty() {
+    let _serial = serial();
+    let (_, _, app, base) = idle_box("api_nodes", "nodes", "");
+    let node = |id: &str| format!("{base}/v1/nodes/{id}");
+    let sg1 = node("sg-1");
+
+    let (status, v) = api(
+        "PUT",
+        &sg1,
+        Some(r#"{"download": "30mbit", "upload": "10mbit"}"#),
+    );
+    assert_eq!(
+        (status, &v["applied"]),
+        (201, &serde_json::json!(true)),
+        "{v}"
+    );
+    let (status, v) = api("GET", &sg1, None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v,
+        serde_json::json!({"id": "sg-1", "download": "30Mbit", "upload": "10Mbit"})
+    );
+    let (status, v) = api(
+        "PUT",
+        &sg1,
+        Some(r#"{"id": "sg-1", "download": "30mbit", "upload": "12mbit"}"#),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = api("PATCH", &sg1, Some(r#"{"download": "40mbit"}"#));
+    assert_eq!(status, 200, "{v}");
+    let sg1_now = serde_json::json!({"id": "sg-1", "download": "40Mbit", "upload": "12Mbit"});
+    assert_eq!(api("GET", &sg1, None).1, sg1_now);
+    // An ID with a slash, percent-encoded in the path.
+    let (status, v) = api(
+        "PUT",
+        &node("cmts-1%2Fsg-3"),
+        Some(r#"{"download": "1gbit", "upload": "200mbit"}"#),
+    );
+    assert_eq!(status, 201, "{v}");
+    let cmts = serde_json::json!({"id": "cmts-1/sg-3", "download": "1Gbit", "upload": "200Mbit"});
+    assert_eq!(api("GET", &node("cmts-1%2Fsg-3"), None).1, cmts);
+    let (status, list) = api("GET", &format!("{base}/v1/nodes"), None);
+    assert_eq!(status, 200);
+    assert_eq!(list, serde_json::json!({"nodes": [cmts.clone(), sg1_now]}));
+
+    // Members: only of a node that exists.
+    let member = format!("{base}/v1/subscribers/m1");
+    let (status, v) = api(
+        "PUT",
+        &member,
+        Some(
+            r#"{"addresses": ["100.64.0.1"], "download": "20mbit", "upload": "5mbit", "node": "sg-9"}"#,
+        ),
+    );
+    assert_eq!(status, 422, "{v}");
+    assert!(
+        v["errors"][0]["key"].as_str().unwrap().ends_with(".node")
+            && v["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("no node has the ID \"sg-9\""),
+        "{v}"
+    );
+    assert_eq!(api("GET", &member, None).0, 404);
+    let (status, v) = api(
+        "PUT",
+        &member,
+        Some(
+            r#"{"addresses": ["100.64.0.1"], "download": "20mbit", "upload": "5mbit", "node": "sg-1"}"#,
+        ),
+    );
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(api("GET", &member, None).1["node"], "sg-1");
+
+    // A node with a member stays.
+    let (status, v) = api("DELETE", &sg1, None);
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(v["errors"][0]["key"], "node \"sg-1\"", "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 subscriber(s) still sit behind it"),
+        "{v}"
+    );
+
+    // Bad input changes nothing.
+    let before = state(&base);
+    let sg2 = node("sg-2");
+    let oversize = format!(
+        r#"{{"download": "1gbit", "upload": "1gbit", "pad": "{}"}}"#,
+        "x".repeat(1_100_000)
+    );
+    assert_answers(&[
+        (
+            "PUT",
+            &sg2,
+            r#"{"download": 1000, "upload": "1gbit"}"#,
+            400,
+            "invalid type",
+        ),
+        (
+            "PUT",
+            &sg2,
+            r#"{"download": "1gbit"}"#,
+            400,
+            "missing field `upload`",
+        ),
+        (
+            "PUT",
+            &sg2,
+            r#"{"download": "1gbit", "upload": "1gbit", "capacity": 1}"#,
+            400,
+            "unknown field `capacity`",
+        ),
+        ("PUT", &sg2, "[1, 2]", 400, "invalid type"),
+        ("PATCH", &sg1, r#"{"upload": 5}"#, 400, "invalid type"),
+        (
+            "PATCH",
+            &sg1,
+            r#"{"members": []}"#,
+            400,
+            "unknown field `members`",
+        ),
+        (
+            "PUT",
+            &sg2,
+            r#"{"download": "100kbit", "upload": "1gbit"}"#,
+            422,
+            "out of range; expected 128kbit to 400gbit",
+        ),
+        (
+            "PUT",
+            &sg2,
+            r#"{"download": "1gbit", "upload": "401gbit"}"#,
+            422,
+            "out of range; expected 128kbit to 400gbit",
+        ),
+        (
+            "PATCH",
+            &sg1,
+            r#"{"download": "fast"}"#,
+            422,
+            "\\\"fast\\\" is not a rate",
+        ),
+        (
+            "PUT",
+            &sg2,
+            r#"{"id": "sg-3", "download": "1gbit", "upload": "1gbit"}"#,
+            422,
+            "differs from",
+        ),
+        ("GET", &sg2, "", 404, "no node has the ID \\\"sg-2\\\""),
+        (
+            "PATCH",
+            &sg2,
+            r#"{"download": "1gbit"}"#,
+            404,
+            "no node has the ID",
+        ),
+        ("DELETE", &sg2, "", 404, "no node has the ID"),
+        ("POST", &format!("{base}/v1/nodes"), "", 405, "not allowed"),
+        (
+            "PUT",
+            &sg2,
+            &oversize,
+            413,
+            "larger than api.max_body_bytes",
+        ),
+    ]);
+    assert_eq!(state(&base), before);
+
+    // Out of the node, the node can go.
+    let (status, v) = api("PATCH", &member, Some(r#"{"node": null}"#));
+    assert_eq!((status, counts(&v)), (200, [0, 1, 0, 0]), "{v}");
+    assert_eq!(api("GET", &member, None).1["node"], serde_json::Value::Null);
+    let (status, v) = api("DELETE", &sg1, None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(api("GET", &sg1, None).0, 404);
+    assert_eq!(
+        api("GET", &format!("{base}/v1/nodes"), None).1,
+        serde_json::json!({"nodes": [cmts]})
+    );
 
     let (status, output) = app.stop();
     assert_clean_shutdown(status, &output);

@@ -1101,6 +1101,273 @@ fn nodes_are_created_read_changed_and_deleted_over_http_once_empty() {
     assert_clean_shutdown(status, &output);
 }
 
+/// The fields of `object` named in `keys`, as numbers: each must be there and be one.
+fn numbers(object: &serde_json::Value, keys: &[&str]) -> Vec<f64> {
+    keys.iter()
+        .map(|k| {
+            object[*k]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{k} is not a number in {object}"))
+        })
+        .collect()
+}
+
+/// The integer counters of `object` named in `keys`, as docs/openapi.yaml requires them.
+fn counters(object: &serde_json::Value, keys: &[&str]) -> Vec<u64> {
+    keys.iter()
+        .map(|k| {
+            object[*k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{k} is not a whole number in {object}"))
+        })
+        .collect()
+}
+
+const WORKER_COUNTERS: [&str; 12] = [
+    "worker",
+    "core",
+    "received_packets",
+    "sent_packets",
+    "shaped_packets",
+    "unshaped_packets",
+    "handed_off_packets",
+    "taken_over_packets",
+    "queued_packets",
+    "flows",
+    "subscribers",
+    "command_queue_depth",
+];
+const DROP_REASONS: [&str; 9] = [
+    "shutdown",
+    "aqm",
+    "overflow",
+    "ack_filter",
+    "handoff_full",
+    "budget",
+    "flushed",
+    "tx_full",
+    "removed",
+];
+const PORT_COUNTERS: [&str; 8] = [
+    "received_packets",
+    "received_bytes",
+    "sent_packets",
+    "sent_bytes",
+    "missed_packets",
+    "receive_errors",
+    "send_errors",
+    "no_mbuf",
+];
+const TOP_FIELDS: [&str; 4] = [
+    "download_bytes_per_second",
+    "upload_bytes_per_second",
+    "download_backlog_bytes",
+    "upload_backlog_bytes",
+];
+
+/// `GET /v1/workers`, `/v1/ports` and `/v1/top` have the shape docs/openapi.yaml gives them
+/// (every required field, numbers where it says so), and count real traffic: a ping flood
+/// from the core side to a subscriber moves the workers' received, sent and shaped packets and
+/// the ports' packets and bytes, and puts the subscriber first among the busiest with a rate
+/// in both directions, which `sheetcake ctl watch --once` prints.
+#[test]
+fn workers_ports_and_top_count_a_subscribers_traffic_and_ctl_watch_shows_it() {
+    let _serial = serial();
+    let net = Host::new("scstnet", "10.77.1.1/24");
+    let sub = Host::new("scstsub", "10.77.1.2/24");
+    let (_, app, base) = bridged_box("api_stats", "stats", &net, &sub);
+    let workers = || {
+        let (status, v) = api("GET", &format!("{base}/v1/workers"), None);
+        assert_eq!(status, 200, "{v}");
+        let list = v["workers"].as_array().expect("workers").clone();
+        assert_eq!(list.len(), 1, "one worker is configured: {v}");
+        let w = &list[0];
+        let busy = numbers(w, &["busy_ratio"])[0];
+        assert!((0.0..=1.0).contains(&busy), "{w}");
+        counters(&w["dropped_packets"], &DROP_REASONS);
+        assert_eq!(
+            w["dropped_packets"].as_object().map(|d| d.len()),
+            Some(DROP_REASONS.len()),
+            "{w}"
+        );
+        counters(w, &WORKER_COUNTERS)
+    };
+    // A virtual device is named as DPDK knows it, without its arguments.
+    let device = |vdev: &str| vdev.split(',').next().expect("a name").to_owned();
+    let ports = || {
+        let (status, v) = api("GET", &format!("{base}/v1/ports"), None);
+        assert_eq!(status, 200, "{v}");
+        let list = v["ports"].as_array().expect("ports").clone();
+        let described: Vec<(&str, &str, String)> = list
+            .iter()
+            .map(|p| {
+                assert!(p["driver"].as_str().is_some_and(|d| !d.is_empty()), "{p}");
+                (
+                    p["pair"].as_str().unwrap_or(""),
+                    p["side"].as_str().unwrap_or(""),
+                    p["device"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            described,
+            [
+                ("e2e", "core", device(&net.vdev(0))),
+                ("e2e", "access", device(&sub.vdev(1)))
+            ],
+            "{v}"
+        );
+        list.iter()
+            .map(|p| counters(p, &PORT_COUNTERS))
+            .collect::<Vec<_>>()
+    };
+    let top = |query: &str| {
+        let (status, v) = api("GET", &format!("{base}/v1/top{query}"), None);
+        assert_eq!(status, 200, "{v}");
+        let list = v["subscribers"].as_array().expect("subscribers").clone();
+        for t in &list {
+            assert!(t["id"].is_string(), "{t}");
+            numbers(t, &TOP_FIELDS);
+        }
+        list
+    };
+
+    // Idle, and no subscriber yet.
+    forwarding(&base);
+    assert_eq!(workers()[10], 0, "no subscriber yet");
+    ports();
+    assert!(top("").is_empty());
+    assert_answers(&[
+        (
+            "GET",
+            &format!("{base}/v1/top?count=1001"),
+            "",
+            400,
+            "expected a whole number up to 1000",
+        ),
+        (
+            "GET",
+            &format!("{base}/v1/top?count=many"),
+            "",
+            400,
+            "query parameter count",
+        ),
+        ("PUT", &format!("{base}/v1/workers"), "", 405, "not allowed"),
+        ("POST", &format!("{base}/v1/ports"), "", 405, "not allowed"),
+    ]);
+
+    let (status, v) = api(
+        "PUT",
+        &format!("{base}/v1/subscribers/pinged"),
+        Some(&format!(
+            r#"{{"addresses": ["{}"], "download": "20mbit", "upload": "20mbit"}}"#,
+            sub.address
+        )),
+    );
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = api(
+        "PUT",
+        &format!("{base}/v1/subscribers/quiet"),
+        Some(r#"{"addresses": ["10.77.1.3"], "download": "20mbit", "upload": "20mbit"}"#),
+    );
+    assert_eq!(status, 201, "{v}");
+    // The snapshot behind these answers is refreshed every second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let workers_before = workers();
+    assert_eq!(workers_before[10], 2, "two subscribers");
+    let ports_before = ports();
+    assert_eq!(top("").len(), 2);
+    assert_eq!(top("?count=1").len(), 1);
+
+    // 100 pings of 1000 bytes a second for 6 s, each answered: both directions of `pinged`.
+    const PINGS: u64 = 600;
+    let ping = net
+        .command("ping")
+        .args(["-q", "-i", "0.01", "-s", "1000", "-c", &PINGS.to_string()])
+        .arg(&sub.address)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ping");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let busiest = loop {
+        let list = top("?count=5");
+        let first = &list[0];
+        if first["id"] == "pinged" && numbers(first, &TOP_FIELDS[..2]).iter().all(|r| *r > 0.0) {
+            break first.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pinged never became the busiest: {list:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // At most 100 frames of 1042 bytes a second each way (fewer in a second the pings only
+    // began in, or on a busy machine).
+    let rates = numbers(&busiest, &TOP_FIELDS[..2]);
+    assert!(
+        rates.iter().all(|r| *r <= 1.2 * 100.0 * 1042.0),
+        "{busiest}"
+    );
+    let (ok, out, err) = ctl(&base, &["watch", "--once", "--count", "5"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.starts_with(&format!("sheetcake at {base}: the 5 busiest subscribers\n"))
+            && !out.contains('\x1b'),
+        "{out}"
+    );
+    let rows: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("id "))
+        .skip(1)
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    let first: Vec<&str> = rows[0].split_whitespace().collect();
+    assert_eq!(first[0], "pinged", "{out}");
+    assert!(
+        first[1].parse::<f64>().is_ok_and(|r| r > 0.0) && first[2].ends_with("bit/s"),
+        "a download rate: {out}"
+    );
+    assert!(
+        rows[1].starts_with("quiet ") && rows[1].contains("0.0 kbit/s"),
+        "{out}"
+    );
+    let out = ping.wait_with_output().expect("ping");
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains(&format!("{PINGS} packets transmitted, {PINGS} received")),
+        "{summary}"
+    );
+
+    // Every ping and its answer went through the worker, shaped, and through both ports.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (w, p) = (workers(), ports());
+        let grew = |now: u64, then: u64| now - then;
+        let worker_ok = [2, 3, 4]
+            .iter()
+            .all(|&i| grew(w[i], workers_before[i]) >= 2 * PINGS);
+        // Core: pings in, answers out; access: answers in, pings out; 1042-byte frames.
+        let port_ok = (0..2).all(|side| {
+            grew(p[side][0], ports_before[side][0]) >= PINGS
+                && grew(p[side][1], ports_before[side][1]) >= PINGS * 1042
+                && grew(p[side][2], ports_before[side][2]) >= PINGS
+                && grew(p[side][3], ports_before[side][3]) >= PINGS * 1042
+        });
+        if worker_ok && port_ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the counters did not count the pings: workers {workers_before:?} then {w:?}, \
+             ports {ports_before:?} then {p:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let (status, output) = app.stop();
+    assert_clean_shutdown(status, &output);
+}
+
 /// The Kea hook in `deploy/hooks/kea`, run as Kea's run_script library runs it (its own
 /// variables only, no PATH), against a running sheetcake: a lease committed for a client the
 /// plan file lists creates its subscriber with the lease's address, a renewal of a second

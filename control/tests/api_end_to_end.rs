@@ -4,6 +4,10 @@
 //! to pass-through; bad requests are refused whole with the reason; a real Prometheus scrapes
 //! the box and a query returns the subscriber's byte counter; a bulk load of 100,000
 //! subscribers from a LibreQoS `ShapedDevices.csv` succeeds, and one bad row applies nothing;
+//! a bulk apply changes every record or none, and its replace form removes the rest; the node
+//! routes take good input and refuse bad; the worker, port and busiest-subscriber counters
+//! count real traffic; `sheetcake ctl` applies files, reloads, watches and completes; a watched
+//! subscriber file applies by itself;
 //! the hooks of `deploy/hooks` keep a client's subscriber in step with its leases (the Kea
 //! script, run as Kea's run_script library runs it and in the real Kea for a real DHCP client)
 //! and its sessions (the FreeRADIUS module and policy, in the real FreeRADIUS).
@@ -1366,6 +1370,133 @@ fn workers_ports_and_top_count_a_subscribers_traffic_and_ctl_watch_shows_it() {
 
     let (status, output) = app.stop();
     assert_clean_shutdown(status, &output);
+}
+
+/// `sheetcake ctl reload` re-reads the configured subscriber file and applies the difference,
+/// printing the summary; a file with a bad row changes nothing, and the command fails with
+/// the errors naming the file, line and column.
+#[test]
+fn ctl_reload_applies_the_edited_file_or_names_what_is_wrong() {
+    let _serial = serial();
+    let (_, csv, app, base) = idle_box("api_ctl_reload", "reload", "");
+    std::fs::write(&csv, shaped_devices(2, None)).expect("write");
+    let (ok, out, err) = ctl(&base, &["reload"]);
+    assert!(
+        ok && out.starts_with("applied: 2 added, 0 changed, 0 removed, 0 unchanged"),
+        "{out}{err}"
+    );
+    let (status, c1) = api("GET", &format!("{base}/v1/subscribers/c1"), None);
+    assert_eq!(
+        (status, &c1["download"]),
+        (200, &serde_json::json!("100Mbit")),
+        "{c1}"
+    );
+
+    std::fs::write(&csv, shaped_devices(3, Some(1))).expect("write");
+    let (ok, out, err) = ctl(&base, &["reload"]);
+    assert!(
+        !ok && err.contains("422")
+            && err.contains(&format!(
+                "{}:3: row 3 (c1).Download Max Mbps: \"fast\" is not a rate",
+                csv.display()
+            )),
+        "{out}{err}"
+    );
+    let (subscribers, _) = state(&base);
+    assert_eq!(subscribers["total"], 2, "{subscribers}");
+    assert_eq!(api("GET", &format!("{base}/v1/subscribers/c1"), None).1, c1);
+
+    let (status, output) = app.stop();
+    assert_clean_shutdown(status, &output);
+}
+
+/// With `[shaping] watch = true` an edited subscriber file is applied by itself, within a few
+/// seconds (checked every second, read once it has not changed for a second): subscribers
+/// added, then removed; a bad edit changes nothing and the log says why, naming the file.
+#[test]
+fn with_watch_an_edited_subscriber_file_applies_by_itself() {
+    let _serial = serial();
+    let (_, csv, app, base) = idle_box("api_watch", "watch", "watch = true");
+    let total = || state(&base).0["total"].as_u64().expect("total");
+    let wait_for_total = |want: u64| {
+        let deadline = Instant::now() + Duration::from_secs(6);
+        while total() != want {
+            assert!(
+                Instant::now() < deadline,
+                "the edited file was not applied within 6 s ({} subscribers, {want} in the \
+                 file):\n{}",
+                total(),
+                app.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    std::fs::write(&csv, shaped_devices(3, None)).expect("write");
+    wait_for_total(3);
+    app.wait_for("the watch's log line", Duration::ZERO, |l| {
+        l == "watch: the subscriber source changed; reloading"
+    });
+    let (status, c2) = api("GET", &format!("{base}/v1/subscribers/c2"), None);
+    assert_eq!(
+        (status, &c2["download"]),
+        (200, &serde_json::json!("100Mbit")),
+        "{c2}"
+    );
+
+    std::fs::write(&csv, shaped_devices(1, None)).expect("write");
+    wait_for_total(1);
+
+    std::fs::write(&csv, shaped_devices(2, Some(0))).expect("write");
+    let file = csv.display().to_string();
+    app.wait_for("the refused reload's errors", Duration::from_secs(6), |l| {
+        l.starts_with(&format!("{file}:2: row 2 (c0).Download Max Mbps"))
+    });
+    assert!(
+        app.output().contains("reload refused, nothing changed:"),
+        "{}",
+        app.output()
+    );
+    assert_eq!(total(), 1);
+    assert_eq!(
+        api("GET", &format!("{base}/v1/subscribers/c0"), None).1["download"],
+        "100Mbit"
+    );
+
+    let (status, output) = app.stop();
+    assert_clean_shutdown(status, &output);
+}
+
+/// `sheetcake ctl completions bash|zsh|fish` prints a completion script for each shell that
+/// knows every `ctl` command. No sheetcake needs to run.
+#[test]
+fn ctl_completions_know_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (ok, script, err) = ctl("http://127.0.0.1:1", &["completions", shell]);
+        assert!(ok && err.is_empty(), "{shell}: {err}");
+        for command in [
+            "health",
+            "list",
+            "show",
+            "add",
+            "set-rate",
+            "remove",
+            "apply",
+            "reload",
+            "watch",
+            "completions",
+        ] {
+            assert!(
+                script.contains(command),
+                "the {shell} completions do not know {command}:\n{script}"
+            );
+        }
+        // The options of a command, too.
+        assert!(
+            script.contains("once") && script.contains("replace"),
+            "{shell}:\n{script}"
+        );
+    }
 }
 
 /// The Kea hook in `deploy/hooks/kea`, run as Kea's run_script library runs it (its own

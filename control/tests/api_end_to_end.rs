@@ -735,33 +735,30 @@ fn a_bulk_apply_changes_every_record_or_none_and_replace_removes_the_rest() {
 
     // Addresses overlapping another subscriber's, in the same body or in force: 409, the
     // record and field named, nothing applied.
-    for (body, other) in [
+    for (body, key, overlap) in [
         (
             r#"{"subscribers": [
                 {"id": "a4", "addresses": ["100.64.1.0/24"], "download": "10mbit", "upload": "1mbit"},
                 {"id": "a5", "addresses": ["100.64.1.7"], "download": "10mbit", "upload": "1mbit"}
             ]}"#,
-            "a4",
+            "subscriber \"a5\".addresses",
+            "100.64.1.7/32 overlaps 100.64.1.0/24 of subscriber \"a4\"",
         ),
         (
             r#"{"subscribers": [
                 {"id": "a4", "addresses": ["100.64.0.0/30"], "download": "10mbit", "upload": "1mbit"}
             ]}"#,
-            "a1",
+            "subscriber \"a4\".addresses",
+            "100.64.0.0/30 overlaps 100.64.0.1/32 of subscriber \"a1\"",
         ),
     ] {
         let (status, v) = api("POST", &apply, Some(body));
         assert_eq!(status, 409, "{v}");
         let errors = v["errors"].as_array().expect("errors");
         assert_eq!(errors.len(), 1, "{v}");
-        let key = errors[0]["key"].as_str().unwrap();
-        let message = errors[0]["message"].as_str().unwrap();
+        assert_eq!(errors[0]["key"], key, "{v}");
         assert!(
-            key.ends_with(".addresses") && (key.contains("a4") || key.contains("a5")),
-            "{v}"
-        );
-        assert!(
-            message.contains("overlaps") && message.contains(&format!("\"{other}\"")),
+            errors[0]["message"].as_str().unwrap().starts_with(overlap),
             "{v}"
         );
         assert_eq!(state(&base), before);

@@ -114,6 +114,20 @@ impl ControlLoop<'_> {
         let mut last_watch = Instant::now();
 
         while !self.signals.stop.load(Ordering::Relaxed) {
+            // First, so that no call is answered from the empty snapshot of before the first
+            // refresh (`/v1/workers` would list no worker). Also at once when the last worker
+            // starts forwarding, so /health turns "ok" then.
+            let started_now = snapshot.workers_running < self.published.len()
+                && self.published.iter().all(|p| p.running());
+            if last_refresh.elapsed() >= REFRESH || started_now {
+                let secs = last_refresh.elapsed().as_secs_f64();
+                last_refresh = Instant::now();
+                let mut next = self.refresh(&mut sampling, started, secs);
+                next.changes_in_flight = in_flight.len();
+                next.refresh_seconds = last_refresh.elapsed().as_secs_f64();
+                snapshot = Arc::new(next);
+                *self.shared.snapshot.lock() = Arc::clone(&snapshot);
+            }
             let nodes_active = self.balancer.as_deref().is_some_and(|b| !b.is_idle());
             let tick = if nodes_active || !pending.is_empty() {
                 BALANCE_INTERVAL
@@ -225,18 +239,6 @@ impl ControlLoop<'_> {
                 if let Some(sent) = self.reload() {
                     in_flight.push(sent);
                 }
-            }
-            // Also at once when the last worker starts forwarding, so /health turns "ok" then.
-            let started_now = snapshot.workers_running < self.published.len()
-                && self.published.iter().all(|p| p.running());
-            if last_refresh.elapsed() >= REFRESH || started_now {
-                let secs = last_refresh.elapsed().as_secs_f64();
-                last_refresh = Instant::now();
-                let mut next = self.refresh(&mut sampling, started, secs);
-                next.changes_in_flight = in_flight.len();
-                next.refresh_seconds = last_refresh.elapsed().as_secs_f64();
-                snapshot = Arc::new(next);
-                *self.shared.snapshot.lock() = Arc::clone(&snapshot);
             }
             if !interval.is_zero() && last_status.elapsed() >= interval {
                 let secs = last_status.elapsed().as_secs_f64();

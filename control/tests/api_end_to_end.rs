@@ -1233,8 +1233,8 @@ fn workers_ports_and_top_count_a_subscribers_traffic_and_ctl_watch_shows_it() {
         list
     };
 
-    // Idle, and no subscriber yet.
-    forwarding(&base);
+    // Idle, and no subscriber yet. Asked at once: even the first answer lists every worker
+    // and port.
     assert_eq!(workers()[10], 0, "no subscriber yet");
     ports();
     assert!(top("").is_empty());

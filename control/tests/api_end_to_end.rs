@@ -849,6 +849,26 @@ fn a_bulk_apply_changes_every_record_or_none_and_replace_removes_the_rest() {
         .collect();
     assert_eq!(ids, ["a2", "b1"], "{subscribers}");
     assert_eq!(nodes, serde_json::json!({"nodes": []}));
+    // A page at a time, by ID; a limit of 0 gives the total alone.
+    let page = |query: &str| api("GET", &format!("{base}/v1/subscribers?{query}"), None);
+    let (status, v) = page("offset=1&limit=1");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (
+            &v["total"],
+            &v["offset"],
+            v["subscribers"].as_array().map(Vec::len)
+        ),
+        (&serde_json::json!(2), &serde_json::json!(1), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["subscribers"][0]["id"], "b1", "{v}");
+    assert_eq!(
+        page("limit=0").1,
+        serde_json::json!({"total": 2, "offset": 0, "subscribers": []})
+    );
+    assert_eq!(page("limit=100001").0, 400);
+    assert_eq!(page("offset=-1").0, 400);
 
     // The CLI: a file applied as a change, then as the whole state; a bad file changes nothing.
     let file = dir.join("change.json");

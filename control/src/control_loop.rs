@@ -120,6 +120,22 @@ impl ControlLoop<'_> {
         let mut last_watch = Instant::now();
 
         while !self.signals.stop.load(Ordering::Relaxed) {
+            // First, so that no call is answered from the empty snapshot of before the first
+            // refresh (`/v1/workers` would list no worker). Also at once when the last worker
+            // starts forwarding, so /health turns "ok" then. A refresh takes milliseconds at a
+            // million subscribers: not while an answer is due (one is, for at most
+            // APPLY_WAIT), so it never delays a change's answer.
+            let started_now = snapshot.workers_running < self.published.len()
+                && self.published.iter().all(|p| p.running());
+            if (last_refresh.elapsed() >= REFRESH && pending.is_empty()) || started_now {
+                let secs = last_refresh.elapsed().as_secs_f64();
+                last_refresh = Instant::now();
+                let mut next = self.refresh(&mut sampling, started, secs);
+                next.changes_in_flight = in_flight.len();
+                next.refresh_seconds = last_refresh.elapsed().as_secs_f64();
+                snapshot = Arc::new(next);
+                *self.shared.snapshot.lock() = Arc::clone(&snapshot);
+            }
             let nodes_active = self.balancer.as_deref().is_some_and(|b| !b.is_idle());
             let tick = if !pending.is_empty() {
                 ANSWER_POLL
@@ -233,20 +249,6 @@ impl ControlLoop<'_> {
                 if let Some(sent) = self.reload() {
                     in_flight.push(sent);
                 }
-            }
-            // Also at once when the last worker starts forwarding, so /health turns "ok" then.
-            let started_now = snapshot.workers_running < self.published.len()
-                && self.published.iter().all(|p| p.running());
-            // A refresh takes milliseconds at a million subscribers: not while an answer is
-            // due (one is, for at most APPLY_WAIT), so it never delays a change's answer.
-            if (last_refresh.elapsed() >= REFRESH && pending.is_empty()) || started_now {
-                let secs = last_refresh.elapsed().as_secs_f64();
-                last_refresh = Instant::now();
-                let mut next = self.refresh(&mut sampling, started, secs);
-                next.changes_in_flight = in_flight.len();
-                next.refresh_seconds = last_refresh.elapsed().as_secs_f64();
-                snapshot = Arc::new(next);
-                *self.shared.snapshot.lock() = Arc::clone(&snapshot);
             }
             if !interval.is_zero() && last_status.elapsed() >= interval {
                 let secs = last_status.elapsed().as_secs_f64();

@@ -89,7 +89,7 @@ enum CtlCommand {
     },
     /// Reload the configured subscriber file.
     Reload,
-    /// A refreshing view of the busiest subscribers (Ctrl-C stops it).
+    /// A refreshing view of the busiest subscribers (Ctrl-C stops it; --once prints it once).
     Watch {
         /// Subscribers shown.
         #[arg(long, default_value_t = 20)]
@@ -97,6 +97,9 @@ enum CtlCommand {
         /// Seconds between refreshes.
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
+        /// Print the view once, without clearing the screen, and exit (for scripts and logs).
+        #[arg(long)]
+        once: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, ...).
     Completions {
@@ -359,14 +362,25 @@ fn execute(client: &Client, command: CtlCommand) -> Result<(), String> {
             let v = client.json("POST", "/v1/reload", None)?;
             println!("{}", summary(&v));
         }
-        CtlCommand::Watch { count, interval } => loop {
+        CtlCommand::Watch {
+            count,
+            interval,
+            once,
+        } => loop {
             let v = client.json("GET", &format!("/v1/top?count={count}"), None)?;
-            // Clear the screen and go home, like top.
-            print!("\x1b[2J\x1b[H");
-            println!(
-                "sheetcake at {}: the {count} busiest subscribers (refresh every {interval} s)\n",
-                client.base
-            );
+            if once {
+                println!(
+                    "sheetcake at {}: the {count} busiest subscribers\n",
+                    client.base
+                );
+            } else {
+                // Clear the screen and go home, like top.
+                print!("\x1b[2J\x1b[H");
+                println!(
+                    "sheetcake at {}: the {count} busiest subscribers (refresh every {interval} s)\n",
+                    client.base
+                );
+            }
             println!(
                 "{:<24} {:>16} {:>16} {:>14} {:>14}",
                 "id", "download", "upload", "down backlog", "up backlog"
@@ -380,6 +394,9 @@ fn execute(client: &Client, command: CtlCommand) -> Result<(), String> {
                     s["download_backlog_bytes"],
                     s["upload_backlog_bytes"],
                 );
+            }
+            if once {
+                break;
             }
             std::thread::sleep(Duration::from_secs_f64(interval.max(0.1)));
         },

@@ -4,6 +4,10 @@
 //! to pass-through; bad requests are refused whole with the reason; a real Prometheus scrapes
 //! the box and a query returns the subscriber's byte counter; a bulk load of 100,000
 //! subscribers from a LibreQoS `ShapedDevices.csv` succeeds, and one bad row applies nothing;
+//! a bulk apply changes every record or none, and its replace form removes the rest; the node
+//! routes take good input and refuse bad; the worker, port and busiest-subscriber counters
+//! count real traffic; `sheetcake ctl` applies files, reloads, watches and completes; a watched
+//! subscriber file applies by itself;
 //! the hooks of `deploy/hooks` keep a client's subscriber in step with its leases (the Kea
 //! script, run as Kea's run_script library runs it and in the real Kea for a real DHCP client)
 //! and its sessions (the FreeRADIUS module and policy, in the real FreeRADIUS).
@@ -90,35 +94,9 @@ fn download(sub: &Host, net: &Host, seconds: u32) -> f64 {
         .unwrap_or_else(|| panic!("no goodput in {json}"))
 }
 
-fn worker_drops(base: &str, reason: &str) -> u64 {
-    let (_, w) = api("GET", &format!("{base}/v1/workers"), None);
-    w["workers"][0]["dropped_packets"][reason]
-        .as_u64()
-        .expect("a drop counter")
-}
-
-#[test]
-fn the_api_shapes_changes_and_releases_a_subscriber_and_prometheus_scrapes_it() {
-    let _serial = serial();
-    let dir = scratch("api_e2e");
-    let net = Host::new("scapin", "10.77.0.1/24");
-    let sub = Host::new("scapsub", "10.77.0.2/24");
-    let subscribers = dir.join("subscribers.toml");
-    std::fs::write(&subscribers, "# managed through the API\n").expect("write");
-    let app = Appliance::start(
-        &dir,
-        &config(
-            "api",
-            &net.vdev(0),
-            &sub.vdev(1),
-            &subscribers.display().to_string(),
-            "",
-        ),
-    );
-    let base = api_base(&app);
-
-    // Health needs no token; everything else does. It says "starting" until every worker
-    // forwards, then "ok".
+/// Waits until `GET /health`, which needs no token, says "ok" (until every worker forwards,
+/// and the first snapshot of their counters is taken, it says "starting"); returns its body.
+fn forwarding(base: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     let body = loop {
         let (status, body) = call("GET", &format!("{base}/health"), None, None);
@@ -130,6 +108,88 @@ fn the_api_shapes_changes_and_releases_a_subscriber_and_prometheus_scrapes_it() 
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(body.contains("\"status\": \"ok\""), "{body}");
+    body
+}
+
+/// sheetcake between `net` (on its core port) and `sub` (on its access port) on
+/// `net_af_packet`, its subscribers from an empty TOML file in a new scratch directory
+/// `scratch_name`: the box the traffic tests drive through the API. Returns the directory, the
+/// running box and its API's base URL.
+fn bridged_box(
+    scratch_name: &str,
+    name: &str,
+    net: &Host,
+    sub: &Host,
+) -> (PathBuf, Appliance, String) {
+    let dir = scratch(scratch_name);
+    let subscribers = dir.join("subscribers.toml");
+    std::fs::write(&subscribers, "# managed through the API\n").expect("write");
+    let app = Appliance::start(
+        &dir,
+        &config(
+            name,
+            &net.vdev(0),
+            &sub.vdev(1),
+            &subscribers.display().to_string(),
+            "",
+        ),
+    );
+    let base = api_base(&app);
+    (dir, app, base)
+}
+
+/// `sheetcake ctl` against the API at `base`, with the token: (success, stdout, stderr).
+fn ctl(base: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sheetcake"))
+        .args(["ctl", "--api", base, "--token", TOKEN])
+        .args(args)
+        .output()
+        .expect("sheetcake ctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Sends each request (method, URL, body, or "" for none) with the token and asserts the
+/// status of the answer and that it contains the text.
+fn assert_answers<U: AsRef<str>>(cases: &[(&str, U, &str, u16, &str)]) {
+    for (method, url, body, want, says) in cases {
+        let url = url.as_ref();
+        let body = (!body.is_empty()).then_some(*body);
+        let (status, text) = call(method, url, body, Some(TOKEN));
+        assert_eq!(status, *want, "{method} {url} {body:?}: {text}");
+        assert!(text.contains(says), "{method} {url} {body:?}: {text}");
+    }
+}
+
+/// Every subscriber (one page holds them all in these tests) and every node, as the API lists
+/// them: what a refused change must leave as it was.
+fn state(base: &str) -> (serde_json::Value, serde_json::Value) {
+    let (status, subscribers) = api("GET", &format!("{base}/v1/subscribers"), None);
+    assert_eq!(status, 200, "{subscribers}");
+    let (status, nodes) = api("GET", &format!("{base}/v1/nodes"), None);
+    assert_eq!(status, 200, "{nodes}");
+    (subscribers, nodes)
+}
+
+fn worker_drops(base: &str, reason: &str) -> u64 {
+    let (_, w) = api("GET", &format!("{base}/v1/workers"), None);
+    w["workers"][0]["dropped_packets"][reason]
+        .as_u64()
+        .expect("a drop counter")
+}
+
+#[test]
+fn the_api_shapes_changes_and_releases_a_subscriber_and_prometheus_scrapes_it() {
+    let _serial = serial();
+    let net = Host::new("scapin", "10.77.0.1/24");
+    let sub = Host::new("scapsub", "10.77.0.2/24");
+    let (dir, app, base) = bridged_box("api_e2e", "api", &net, &sub);
+
+    // Health needs no token; everything else does.
+    let body = forwarding(&base);
     assert!(body.contains("\"workers_running\": 1"), "{body}");
     let (status, _) = call("GET", &format!("{base}/v1/subscribers"), None, None);
     assert_eq!(status, 401);
@@ -222,7 +282,7 @@ fn the_api_shapes_changes_and_releases_a_subscriber_and_prometheus_scrapes_it() 
 
     // Bad input: refused with the reason, nothing changed.
     let bob = format!("{base}/v1/subscribers/bob");
-    for (method, url, body, want, says) in [
+    assert_answers(&[
         (
             "PUT",
             &bob,
@@ -275,12 +335,7 @@ fn the_api_shapes_changes_and_releases_a_subscriber_and_prometheus_scrapes_it() 
             "not allowed",
         ),
         ("GET", &format!("{base}/v2/things"), "", 404, "no route"),
-    ] {
-        let body = (!body.is_empty()).then_some(body);
-        let (status, text) = call(method, url, body, Some(TOKEN));
-        assert_eq!(status, want, "{method} {url} {body:?}: {text}");
-        assert!(text.contains(says), "{method} {url} {body:?}: {text}");
-    }
+    ]);
     let oversize = format!(
         r#"{{"subscribers": [], "pad": "{}"}}"#,
         "x".repeat(1_100_000)
@@ -296,49 +351,40 @@ fn the_api_shapes_changes_and_releases_a_subscriber_and_prometheus_scrapes_it() 
     assert_eq!(list["total"], 1, "{list}");
 
     // The CLI, over the same API.
-    let ctl = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_sheetcake"))
-            .args(["ctl", "--api", &base, "--token", TOKEN])
-            .args(args)
-            .output()
-            .expect("sheetcake ctl");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    let (ok, out, err) = ctl(&[
-        "add",
-        "bob",
-        "--address",
-        "10.77.0.9",
-        "--download",
-        "1mbit",
-        "--upload",
-        "1mbit",
-    ]);
+    let (ok, out, err) = ctl(
+        &base,
+        &[
+            "add",
+            "bob",
+            "--address",
+            "10.77.0.9",
+            "--download",
+            "1mbit",
+            "--upload",
+            "1mbit",
+        ],
+    );
     assert!(ok && out.starts_with("applied: 1 added"), "{out}{err}");
-    let (ok, out, _) = ctl(&["list"]);
+    let (ok, out, _) = ctl(&base, &["list"]);
     assert!(
         ok && out.contains("bob") && out.contains("10.77.0.9/32") && out.contains("(2 of 2 shown)"),
         "{out}"
     );
-    let (ok, out, err) = ctl(&["set-rate", "bob", "--download", "2mbit"]);
+    let (ok, out, err) = ctl(&base, &["set-rate", "bob", "--download", "2mbit"]);
     assert!(ok && out.contains("1 changed"), "{out}{err}");
-    let (ok, out, _) = ctl(&["show", "bob"]);
+    let (ok, out, _) = ctl(&base, &["show", "bob"]);
     assert!(
         ok && out.contains("subscriber bob download: cake bandwidth 2Mbit"),
         "{out}"
     );
-    let (ok, _, err) = ctl(&["set-rate", "bob", "--upload", "fast"]);
+    let (ok, _, err) = ctl(&base, &["set-rate", "bob", "--upload", "fast"]);
     assert!(
         !ok && err.contains("422") && err.contains("\"fast\" is not a rate"),
         "{err}"
     );
-    let (ok, out, _) = ctl(&["remove", "bob"]);
+    let (ok, out, _) = ctl(&base, &["remove", "bob"]);
     assert!(ok && out.contains("1 removed"), "{out}");
-    let (ok, out, _) = ctl(&["health"]);
+    let (ok, out, _) = ctl(&base, &["health"]);
     assert!(ok && out.starts_with("ok version"), "{out}");
 
     // A real Prometheus scrapes the box; a query returns alice's byte counter.
@@ -532,7 +578,8 @@ fn a_bulk_load_of_100000_subscribers_applies_whole_or_not_at_all() {
     assert_eq!(one["addresses"][0], "100.65.134.159/32", "{one}");
     assert_eq!(one["download"], "100Mbit", "{one}");
 
-    // One bad row (file line 4711 + 2: the header is line 1): nothing applied, the row named.
+    // One bad row (file line 4711 + 2: the header is line 1): nothing applied, the file, row
+    // and column named.
     std::fs::write(
         &csv,
         shaped_devices(100_000, Some(4711)).replace("c0,", "x0,"),
@@ -542,6 +589,7 @@ fn a_bulk_load_of_100000_subscribers_applies_whole_or_not_at_all() {
     assert_eq!(status, 422, "{v}");
     let errors = v["errors"].as_array().expect("errors");
     assert_eq!(errors.len(), 1, "{v}");
+    assert_eq!(errors[0]["file"], csv.display().to_string(), "{v}");
     assert_eq!(errors[0]["line"], 4713, "{v}");
     assert!(
         errors[0]["key"]
@@ -560,6 +608,913 @@ fn a_bulk_load_of_100000_subscribers_applies_whole_or_not_at_all() {
 
     let (status, output) = app.stop();
     assert_clean_shutdown(status, &output);
+}
+
+/// The change summary's counts: added, changed, removed, unchanged.
+fn counts(v: &serde_json::Value) -> [u64; 4] {
+    ["added", "changed", "removed", "unchanged"]
+        .map(|k| v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}")))
+}
+
+/// `POST /v1/apply` as docs/api.md describes it: one body adds or replaces every record in it
+/// (a subscriber may name a node of the same body) and removes those it names; a body with
+/// bad records, or with addresses that overlap another subscriber's, is refused with every
+/// problem named by record and field, and changes nothing; with `"replace": true` the body is
+/// the whole new state, and what it does not list is removed. `sheetcake ctl apply FILE`
+/// (and `--replace`) does the same from a file.
+#[test]
+fn a_bulk_apply_changes_every_record_or_none_and_replace_removes_the_rest() {
+    let _serial = serial();
+    let (dir, _, app, base) = idle_box("api_apply", "apply", "");
+    let apply = format!("{base}/v1/apply");
+    let subscriber = |id: &str| api("GET", &format!("{base}/v1/subscribers/{id}"), None);
+
+    let (status, v) = api(
+        "POST",
+        &apply,
+        Some(
+            r#"{
+            "nodes": [{"id": "sg-1", "download": "100mbit", "upload": "20mbit"}],
+            "subscribers": [
+                {"id": "a1", "addresses": ["100.64.0.1"], "download": "20mbit", "upload": "5mbit", "node": "sg-1"},
+                {"id": "a2", "addresses": ["100.64.0.2", "2001:db8:2::/56"], "download": "30mbit", "upload": "6mbit"},
+                {"id": "a3", "addresses": ["100.64.0.3"], "download": "40mbit", "upload": "7mbit", "upload_options": "ack-filter"}
+            ]}"#,
+        ),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["applied"].as_bool(), counts(&v)),
+        (Some(true), [3, 0, 0, 0]),
+        "{v}"
+    );
+    let (status, a1) = subscriber("a1");
+    assert_eq!(status, 200, "{a1}");
+    assert_eq!(
+        (
+            &a1["addresses"],
+            &a1["download"],
+            &a1["upload"],
+            &a1["node"]
+        ),
+        (
+            &serde_json::json!(["100.64.0.1/32"]),
+            &serde_json::json!("20Mbit"),
+            &serde_json::json!("5Mbit"),
+            &serde_json::json!("sg-1")
+        ),
+        "{a1}"
+    );
+    let (_, a2) = subscriber("a2");
+    assert_eq!(
+        a2["addresses"],
+        serde_json::json!(["100.64.0.2/32", "2001:db8:2::/56"]),
+        "{a2}"
+    );
+    assert_eq!(a2["node"], serde_json::Value::Null, "{a2}");
+    let (_, a3) = subscriber("a3");
+    let upload_cake = a3["upload_cake"].as_str().expect("upload_cake");
+    assert!(
+        upload_cake.starts_with("bandwidth 7Mbit ") && upload_cake.contains(" ack-filter"),
+        "{a3}"
+    );
+    let (subscribers, nodes) = state(&base);
+    assert_eq!(subscribers["total"], 3, "{subscribers}");
+    assert_eq!(
+        nodes,
+        serde_json::json!({"nodes": [{"id": "sg-1", "download": "100Mbit", "upload": "20Mbit"}]})
+    );
+
+    // Changes and removals in one body.
+    let (status, v) = api(
+        "POST",
+        &apply,
+        Some(
+            r#"{"subscribers": [{"id": "a2", "addresses": ["100.64.0.2", "2001:db8:2::/56"], "download": "35mbit", "upload": "6mbit"}],
+                "remove": ["a3"]}"#,
+        ),
+    );
+    assert_eq!((status, counts(&v)), (200, [0, 1, 1, 0]), "{v}");
+    assert_eq!(subscriber("a2").1["download"], "35Mbit");
+    assert_eq!(subscriber("a3").0, 404);
+
+    // Refused whole: every bad record named by its place in the body, its ID and the field;
+    // the good records of the same body (a change of a1, a new a4) are not applied either.
+    let before = state(&base);
+    let (status, v) = api(
+        "POST",
+        &apply,
+        Some(
+            r#"{"subscribers": [
+                {"id": "a1", "addresses": ["100.64.0.1"], "download": "99mbit", "upload": "5mbit", "node": "sg-1"},
+                {"id": "a4", "addresses": ["100.64.0.4"], "download": "10mbit", "upload": "1mbit"},
+                {"id": "a5", "addresses": ["100.64.0.5"], "download": "fast", "upload": "1mbit"},
+                {"id": "a6", "addresses": ["10.0.0.1/24"], "download": "10mbit", "upload": "1mbit"}
+            ]}"#,
+        ),
+    );
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(
+        v["error"], "the change is not valid; nothing was applied",
+        "{v}"
+    );
+    // As docs/api.md shows them: no line in a well-formed body, the record by its place.
+    assert_eq!(
+        v["errors"],
+        serde_json::json!([
+            {"file": "request body", "line": null, "key": "subscribers[2] (a5).download",
+             "message": "\"fast\" is not a rate; expected a number with a unit, like 20mbit, \
+                         500kbit or 1gbit"},
+            {"file": "request body", "line": null, "key": "subscribers[3] (a6).addresses",
+             "message": "10.0.0.1/24: bits are set beyond the prefix length (did you mean \
+                         10.0.0.0/24?)"}
+        ]),
+        "{v}"
+    );
+    assert_eq!(state(&base), before);
+
+    // Addresses overlapping another subscriber's, in the same body or in force: 409, the
+    // record and field named, nothing applied.
+    for (body, key, overlap) in [
+        (
+            r#"{"subscribers": [
+                {"id": "a4", "addresses": ["100.64.1.0/24"], "download": "10mbit", "upload": "1mbit"},
+                {"id": "a5", "addresses": ["100.64.1.7"], "download": "10mbit", "upload": "1mbit"}
+            ]}"#,
+            "subscriber \"a5\".addresses",
+            "100.64.1.7/32 overlaps 100.64.1.0/24 of subscriber \"a4\"",
+        ),
+        (
+            r#"{"subscribers": [
+                {"id": "a4", "addresses": ["100.64.0.0/30"], "download": "10mbit", "upload": "1mbit"}
+            ]}"#,
+            "subscriber \"a4\".addresses",
+            "100.64.0.0/30 overlaps 100.64.0.1/32 of subscriber \"a1\"",
+        ),
+    ] {
+        let (status, v) = api("POST", &apply, Some(body));
+        assert_eq!(status, 409, "{v}");
+        let errors = v["errors"].as_array().expect("errors");
+        assert_eq!(errors.len(), 1, "{v}");
+        assert_eq!(errors[0]["key"], key, "{v}");
+        assert!(
+            errors[0]["message"].as_str().unwrap().starts_with(overlap),
+            "{v}"
+        );
+        assert_eq!(state(&base), before);
+    }
+
+    // Wrong types, unknown fields, a removal of nothing, and replace with removals.
+    assert_answers(&[
+        (
+            "POST",
+            &apply,
+            r#"{"subscribers": {"id": "a9"}}"#,
+            400,
+            "invalid type",
+        ),
+        (
+            "POST",
+            &apply,
+            r#"{"subscriber": []}"#,
+            400,
+            "unknown field `subscriber`",
+        ),
+        (
+            "POST",
+            &apply,
+            r#"{"subscribers": [{"id": "a9", "addresses": ["100.64.0.9"], "download": "1mbit", "upload": "1mbit", "plan": "gold"}]}"#,
+            400,
+            "unknown field `plan`",
+        ),
+        (
+            "POST",
+            &apply,
+            r#"{"remove": ["nobody"]}"#,
+            404,
+            "no subscriber has the ID \\\"nobody\\\"",
+        ),
+        (
+            "POST",
+            &apply,
+            r#"{"replace": true, "remove": ["a1"]}"#,
+            422,
+            "leave \\\"remove\\\" and \\\"remove_nodes\\\" empty",
+        ),
+    ]);
+    assert_eq!(state(&base), before);
+
+    // Replace: what the body does not list goes (a1, and sg-1 with it); a2 is unchanged. A
+    // replace with a bad record changes nothing either.
+    let (status, v) = api(
+        "POST",
+        &apply,
+        Some(
+            r#"{"replace": true, "subscribers": [
+                {"id": "b1", "addresses": ["100.64.2.0/24"], "download": "10mbit", "upload": "1mbit"},
+                {"id": "b2", "addresses": ["100.64.2.9"], "download": "10mbit", "upload": "1mbit"}
+            ]}"#,
+        ),
+    );
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(
+        v["errors"][0]["key"], "subscribers[1] (b2).addresses",
+        "{v}"
+    );
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("overlaps"),
+        "{v}"
+    );
+    assert_eq!(state(&base), before);
+    let (status, v) = api(
+        "POST",
+        &apply,
+        Some(
+            r#"{"replace": true, "subscribers": [
+                {"id": "a2", "addresses": ["100.64.0.2", "2001:db8:2::/56"], "download": "35mbit", "upload": "6mbit"},
+                {"id": "b1", "addresses": ["100.64.2.0/24"], "download": "10mbit", "upload": "1mbit"}
+            ]}"#,
+        ),
+    );
+    assert_eq!((status, counts(&v)), (200, [1, 0, 1, 1]), "{v}");
+    let (subscribers, nodes) = state(&base);
+    let ids: Vec<&str> = subscribers["subscribers"]
+        .as_array()
+        .expect("subscribers")
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a2", "b1"], "{subscribers}");
+    assert_eq!(nodes, serde_json::json!({"nodes": []}));
+    // A page at a time, by ID; a limit of 0 gives the total alone.
+    let page = |query: &str| api("GET", &format!("{base}/v1/subscribers?{query}"), None);
+    let (status, v) = page("offset=1&limit=1");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (
+            &v["total"],
+            &v["offset"],
+            v["subscribers"].as_array().map(Vec::len)
+        ),
+        (&serde_json::json!(2), &serde_json::json!(1), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["subscribers"][0]["id"], "b1", "{v}");
+    assert_eq!(
+        page("limit=0").1,
+        serde_json::json!({"total": 2, "offset": 0, "subscribers": []})
+    );
+    assert_eq!(page("limit=100001").0, 400);
+    assert_eq!(page("offset=-1").0, 400);
+
+    // The CLI: a file applied as a change, then as the whole state; a bad file changes nothing.
+    let file = dir.join("change.json");
+    std::fs::write(
+        &file,
+        r#"{"nodes": [{"id": "sg-2", "download": "1gbit", "upload": "100mbit"}],
+            "subscribers": [
+                {"id": "c1", "addresses": ["100.64.3.1"], "download": "20mbit", "upload": "5mbit", "node": "sg-2"},
+                {"id": "c2", "addresses": ["100.64.3.2"], "download": "20mbit", "upload": "5mbit"}
+            ]}"#,
+    )
+    .expect("write");
+    let path = file.display().to_string();
+    let (ok, out, err) = ctl(&base, &["apply", &path]);
+    assert!(
+        ok && out.starts_with("applied: 2 added, 0 changed, 0 removed, 0 unchanged"),
+        "{out}{err}"
+    );
+    assert_eq!(state(&base).0["total"], 4);
+    std::fs::write(
+        &file,
+        r#"{"nodes": [{"id": "sg-2", "download": "1gbit", "upload": "100mbit"}],
+            "subscribers": [
+                {"id": "c1", "addresses": ["100.64.3.1"], "download": "20mbit", "upload": "5mbit", "node": "sg-2"}
+            ]}"#,
+    )
+    .expect("write");
+    let (ok, out, err) = ctl(&base, &["apply", "--replace", &path]);
+    assert!(
+        ok && out.starts_with("applied: 0 added, 0 changed, 3 removed, 1 unchanged"),
+        "{out}{err}"
+    );
+    let after_replace = state(&base);
+    assert_eq!(after_replace.0["total"], 1, "{}", after_replace.0);
+    assert_eq!(after_replace.0["subscribers"][0]["id"], "c1");
+    std::fs::write(
+        &file,
+        r#"{"subscribers": [
+            {"id": "d1", "addresses": ["100.64.4.1"], "download": "fast", "upload": "5mbit"}
+        ]}"#,
+    )
+    .expect("write");
+    let (ok, out, err) = ctl(&base, &["apply", &path]);
+    assert!(
+        !ok && err.contains("422")
+            && err.contains("request body: subscribers[0] (d1).download: \"fast\" is not a rate"),
+        "{out}{err}"
+    );
+    std::fs::write(&file, "{\"subscribers\": [\n  {\"id\": \"d1\",\n").expect("write");
+    let (ok, _, err) = ctl(&base, &["apply", &path]);
+    assert!(!ok && err.contains(&format!("{path}:3: not JSON")), "{err}");
+    assert_eq!(state(&base), after_replace);
+
+    let (status, output) = app.stop();
+    assert_clean_shutdown(status, &output);
+}
+
+/// The node routes over HTTP, as docs/api.md and docs/openapi.yaml describe them: a node is
+/// created (201), read back in tc's notation, replaced (200), changed in part, listed, and
+/// found by its percent-encoded ID; a subscriber naming a node that does not exist is refused
+/// (422); a node that still has members is not deleted (409, the node named) and is deleted
+/// once empty; wrong types and unknown fields (400), rates out of range and an `id` that is not
+/// the path's (422), unknown nodes (404), a method the path does not take (405) and an
+/// oversize body (413) are refused and change nothing.
+#[test]
+fn nodes_are_created_read_changed_and_deleted_over_http_once_empty() {
+    let _serial = serial();
+    let (_, _, app, base) = idle_box("api_nodes", "nodes", "");
+    let node = |id: &str| format!("{base}/v1/nodes/{id}");
+    let sg1 = node("sg-1");
+
+    let (status, v) = api(
+        "PUT",
+        &sg1,
+        Some(r#"{"download": "30mbit", "upload": "10mbit"}"#),
+    );
+    // The summary counts subscribers only.
+    assert_eq!(
+        (status, &v["applied"], counts(&v)),
+        (201, &serde_json::json!(true), [0, 0, 0, 0]),
+        "{v}"
+    );
+    let (status, v) = api("GET", &sg1, None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v,
+        serde_json::json!({"id": "sg-1", "download": "30Mbit", "upload": "10Mbit"})
+    );
+    let (status, v) = api(
+        "PUT",
+        &sg1,
+        Some(r#"{"id": "sg-1", "download": "30mbit", "upload": "12mbit"}"#),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = api("PATCH", &sg1, Some(r#"{"download": "40mbit"}"#));
+    assert_eq!(status, 200, "{v}");
+    let sg1_now = serde_json::json!({"id": "sg-1", "download": "40Mbit", "upload": "12Mbit"});
+    assert_eq!(api("GET", &sg1, None).1, sg1_now);
+    // An ID with a slash, percent-encoded in the path.
+    let (status, v) = api(
+        "PUT",
+        &node("cmts-1%2Fsg-3"),
+        Some(r#"{"download": "1gbit", "upload": "200mbit"}"#),
+    );
+    assert_eq!(status, 201, "{v}");
+    let cmts = serde_json::json!({"id": "cmts-1/sg-3", "download": "1Gbit", "upload": "200Mbit"});
+    assert_eq!(api("GET", &node("cmts-1%2Fsg-3"), None).1, cmts);
+    let (status, list) = api("GET", &format!("{base}/v1/nodes"), None);
+    assert_eq!(status, 200);
+    assert_eq!(list, serde_json::json!({"nodes": [cmts.clone(), sg1_now]}));
+
+    // Members: only of a node that exists.
+    let member = format!("{base}/v1/subscribers/m1");
+    let (status, v) = api(
+        "PUT",
+        &member,
+        Some(
+            r#"{"addresses": ["100.64.0.1"], "download": "20mbit", "upload": "5mbit", "node": "sg-9"}"#,
+        ),
+    );
+    assert_eq!(status, 422, "{v}");
+    assert!(
+        v["errors"][0]["key"].as_str().unwrap().ends_with(".node")
+            && v["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("no node has the ID \"sg-9\""),
+        "{v}"
+    );
+    assert_eq!(api("GET", &member, None).0, 404);
+    let (status, v) = api(
+        "PUT",
+        &member,
+        Some(
+            r#"{"addresses": ["100.64.0.1"], "download": "20mbit", "upload": "5mbit", "node": "sg-1"}"#,
+        ),
+    );
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(api("GET", &member, None).1["node"], "sg-1");
+
+    // A node with a member stays.
+    let (status, v) = api("DELETE", &sg1, None);
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(v["errors"][0]["key"], "node \"sg-1\"", "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 subscriber(s) still sit behind it"),
+        "{v}"
+    );
+
+    // Bad input changes nothing.
+    let before = state(&base);
+    let sg2 = node("sg-2");
+    let oversize = format!(
+        r#"{{"download": "1gbit", "upload": "1gbit", "pad": "{}"}}"#,
+        "x".repeat(1_100_000)
+    );
+    assert_answers(&[
+        (
+            "PUT",
+            &sg2,
+            r#"{"download": 1000, "upload": "1gbit"}"#,
+            400,
+            "invalid type",
+        ),
+        (
+            "PUT",
+            &sg2,
+            r#"{"download": "1gbit"}"#,
+            400,
+            "missing field `upload`",
+        ),
+        (
+            "PUT",
+            &sg2,
+            r#"{"download": "1gbit", "upload": "1gbit", "capacity": 1}"#,
+            400,
+            "unknown field `capacity`",
+        ),
+        ("PUT", &sg2, "[1, 2]", 400, "invalid type"),
+        ("PATCH", &sg1, r#"{"upload": 5}"#, 400, "invalid type"),
+        (
+            "PATCH",
+            &sg1,
+            r#"{"members": []}"#,
+            400,
+            "unknown field `members`",
+        ),
+        (
+            "PUT",
+            &sg2,
+            r#"{"download": "100kbit", "upload": "1gbit"}"#,
+            422,
+            "out of range; expected 128kbit to 400gbit",
+        ),
+        (
+            "PUT",
+            &sg2,
+            r#"{"download": "1gbit", "upload": "401gbit"}"#,
+            422,
+            "out of range; expected 128kbit to 400gbit",
+        ),
+        (
+            "PATCH",
+            &sg1,
+            r#"{"download": "fast"}"#,
+            422,
+            "\\\"fast\\\" is not a rate",
+        ),
+        (
+            "PUT",
+            &sg2,
+            r#"{"id": "sg-3", "download": "1gbit", "upload": "1gbit"}"#,
+            422,
+            "differs from",
+        ),
+        ("GET", &sg2, "", 404, "no node has the ID \\\"sg-2\\\""),
+        (
+            "PATCH",
+            &sg2,
+            r#"{"download": "1gbit"}"#,
+            404,
+            "no node has the ID",
+        ),
+        ("DELETE", &sg2, "", 404, "no node has the ID"),
+        ("POST", &format!("{base}/v1/nodes"), "", 405, "not allowed"),
+        (
+            "PUT",
+            &sg2,
+            &oversize,
+            413,
+            "larger than api.max_body_bytes",
+        ),
+    ]);
+    assert_eq!(state(&base), before);
+
+    // Out of the node, the node can go.
+    let (status, v) = api("PATCH", &member, Some(r#"{"node": null}"#));
+    assert_eq!((status, counts(&v)), (200, [0, 1, 0, 0]), "{v}");
+    assert_eq!(api("GET", &member, None).1["node"], serde_json::Value::Null);
+    let (status, v) = api("DELETE", &sg1, None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(api("GET", &sg1, None).0, 404);
+    assert_eq!(
+        api("GET", &format!("{base}/v1/nodes"), None).1,
+        serde_json::json!({"nodes": [cmts]})
+    );
+
+    let (status, output) = app.stop();
+    assert_clean_shutdown(status, &output);
+}
+
+/// The fields of `object` named in `keys`, as numbers: each must be there and be one.
+fn numbers(object: &serde_json::Value, keys: &[&str]) -> Vec<f64> {
+    keys.iter()
+        .map(|k| {
+            object[*k]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{k} is not a number in {object}"))
+        })
+        .collect()
+}
+
+/// The integer counters of `object` named in `keys`, as docs/openapi.yaml requires them.
+fn counters(object: &serde_json::Value, keys: &[&str]) -> Vec<u64> {
+    keys.iter()
+        .map(|k| {
+            object[*k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{k} is not a whole number in {object}"))
+        })
+        .collect()
+}
+
+const WORKER_COUNTERS: [&str; 12] = [
+    "worker",
+    "core",
+    "received_packets",
+    "sent_packets",
+    "shaped_packets",
+    "unshaped_packets",
+    "handed_off_packets",
+    "taken_over_packets",
+    "queued_packets",
+    "flows",
+    "subscribers",
+    "command_queue_depth",
+];
+const DROP_REASONS: [&str; 9] = [
+    "shutdown",
+    "aqm",
+    "overflow",
+    "ack_filter",
+    "handoff_full",
+    "budget",
+    "flushed",
+    "tx_full",
+    "removed",
+];
+const PORT_COUNTERS: [&str; 8] = [
+    "received_packets",
+    "received_bytes",
+    "sent_packets",
+    "sent_bytes",
+    "missed_packets",
+    "receive_errors",
+    "send_errors",
+    "no_mbuf",
+];
+const TOP_FIELDS: [&str; 4] = [
+    "download_bytes_per_second",
+    "upload_bytes_per_second",
+    "download_backlog_bytes",
+    "upload_backlog_bytes",
+];
+
+/// `GET /v1/workers`, `/v1/ports` and `/v1/top` have the shape docs/openapi.yaml gives them
+/// (every required field, numbers where it says so), and count real traffic: a ping flood
+/// from the core side to a subscriber moves the workers' received, sent and shaped packets and
+/// the ports' packets and bytes, and puts the subscriber first among the busiest with a rate
+/// in both directions, which `sheetcake ctl watch --once` prints.
+#[test]
+fn workers_ports_and_top_count_a_subscribers_traffic_and_ctl_watch_shows_it() {
+    let _serial = serial();
+    let net = Host::new("scstnet", "10.77.1.1/24");
+    let sub = Host::new("scstsub", "10.77.1.2/24");
+    let (_, app, base) = bridged_box("api_stats", "stats", &net, &sub);
+    let workers = || {
+        let (status, v) = api("GET", &format!("{base}/v1/workers"), None);
+        assert_eq!(status, 200, "{v}");
+        let list = v["workers"].as_array().expect("workers").clone();
+        assert_eq!(list.len(), 1, "one worker is configured: {v}");
+        let w = &list[0];
+        let busy = numbers(w, &["busy_ratio"])[0];
+        assert!((0.0..=1.0).contains(&busy), "{w}");
+        counters(&w["dropped_packets"], &DROP_REASONS);
+        assert_eq!(
+            w["dropped_packets"].as_object().map(|d| d.len()),
+            Some(DROP_REASONS.len()),
+            "{w}"
+        );
+        counters(w, &WORKER_COUNTERS)
+    };
+    // A virtual device is named as DPDK knows it, without its arguments.
+    let device = |vdev: &str| vdev.split(',').next().expect("a name").to_owned();
+    let ports = || {
+        let (status, v) = api("GET", &format!("{base}/v1/ports"), None);
+        assert_eq!(status, 200, "{v}");
+        let list = v["ports"].as_array().expect("ports").clone();
+        let described: Vec<(&str, &str, String)> = list
+            .iter()
+            .map(|p| {
+                assert!(p["driver"].as_str().is_some_and(|d| !d.is_empty()), "{p}");
+                (
+                    p["pair"].as_str().unwrap_or(""),
+                    p["side"].as_str().unwrap_or(""),
+                    p["device"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            described,
+            [
+                ("e2e", "core", device(&net.vdev(0))),
+                ("e2e", "access", device(&sub.vdev(1)))
+            ],
+            "{v}"
+        );
+        list.iter()
+            .map(|p| counters(p, &PORT_COUNTERS))
+            .collect::<Vec<_>>()
+    };
+    let top = |query: &str| {
+        let (status, v) = api("GET", &format!("{base}/v1/top{query}"), None);
+        assert_eq!(status, 200, "{v}");
+        let list = v["subscribers"].as_array().expect("subscribers").clone();
+        for t in &list {
+            assert!(t["id"].is_string(), "{t}");
+            numbers(t, &TOP_FIELDS);
+        }
+        list
+    };
+
+    // Idle, and no subscriber yet. Asked at once: even the first answer lists every worker
+    // and port.
+    assert_eq!(workers()[10], 0, "no subscriber yet");
+    ports();
+    assert!(top("").is_empty());
+    assert_answers(&[
+        (
+            "GET",
+            &format!("{base}/v1/top?count=1001"),
+            "",
+            400,
+            "expected a whole number up to 1000",
+        ),
+        (
+            "GET",
+            &format!("{base}/v1/top?count=many"),
+            "",
+            400,
+            "query parameter count",
+        ),
+        ("PUT", &format!("{base}/v1/workers"), "", 405, "not allowed"),
+        ("POST", &format!("{base}/v1/ports"), "", 405, "not allowed"),
+    ]);
+
+    let (status, v) = api(
+        "PUT",
+        &format!("{base}/v1/subscribers/pinged"),
+        Some(&format!(
+            r#"{{"addresses": ["{}"], "download": "20mbit", "upload": "20mbit"}}"#,
+            sub.address
+        )),
+    );
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = api(
+        "PUT",
+        &format!("{base}/v1/subscribers/quiet"),
+        Some(r#"{"addresses": ["10.77.1.3"], "download": "20mbit", "upload": "20mbit"}"#),
+    );
+    assert_eq!(status, 201, "{v}");
+    // The snapshot behind these answers is refreshed every second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let workers_before = workers();
+    assert_eq!(workers_before[10], 2, "two subscribers");
+    let ports_before = ports();
+    assert_eq!(top("").len(), 2);
+    assert_eq!(top("?count=1").len(), 1);
+
+    // 100 pings of 1000 bytes a second for 6 s, each answered: both directions of `pinged`.
+    const PINGS: u64 = 600;
+    let ping = net
+        .command("ping")
+        .args(["-q", "-i", "0.01", "-s", "1000", "-c", &PINGS.to_string()])
+        .arg(&sub.address)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ping");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let busiest = loop {
+        let list = top("?count=5");
+        let first = &list[0];
+        if first["id"] == "pinged" && numbers(first, &TOP_FIELDS[..2]).iter().all(|r| *r > 0.0) {
+            break first.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pinged never became the busiest: {list:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // At most 100 frames of 1042 bytes a second each way (fewer in a second the pings only
+    // began in, or on a busy machine).
+    let rates = numbers(&busiest, &TOP_FIELDS[..2]);
+    assert!(
+        rates.iter().all(|r| *r <= 1.2 * 100.0 * 1042.0),
+        "{busiest}"
+    );
+    let (ok, out, err) = ctl(&base, &["watch", "--once", "--count", "5"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.starts_with(&format!("sheetcake at {base}: the 5 busiest subscribers\n"))
+            && !out.contains('\x1b'),
+        "{out}"
+    );
+    let rows: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("id "))
+        .skip(1)
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    let first: Vec<&str> = rows[0].split_whitespace().collect();
+    assert_eq!(first[0], "pinged", "{out}");
+    assert!(
+        first[1].parse::<f64>().is_ok_and(|r| r > 0.0) && first[2].ends_with("bit/s"),
+        "a download rate: {out}"
+    );
+    assert!(
+        rows[1].starts_with("quiet ") && rows[1].contains("0.0 kbit/s"),
+        "{out}"
+    );
+    let out = ping.wait_with_output().expect("ping");
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains(&format!("{PINGS} packets transmitted, {PINGS} received")),
+        "{summary}"
+    );
+
+    // Every ping and its answer went through the worker, shaped, and through both ports.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (w, p) = (workers(), ports());
+        let grew = |now: u64, then: u64| now - then;
+        let worker_ok = [2, 3, 4]
+            .iter()
+            .all(|&i| grew(w[i], workers_before[i]) >= 2 * PINGS);
+        // Core: pings in, answers out; access: answers in, pings out; 1042-byte frames.
+        let port_ok = (0..2).all(|side| {
+            grew(p[side][0], ports_before[side][0]) >= PINGS
+                && grew(p[side][1], ports_before[side][1]) >= PINGS * 1042
+                && grew(p[side][2], ports_before[side][2]) >= PINGS
+                && grew(p[side][3], ports_before[side][3]) >= PINGS * 1042
+        });
+        if worker_ok && port_ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the counters did not count the pings: workers {workers_before:?} then {w:?}, \
+             ports {ports_before:?} then {p:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let (status, output) = app.stop();
+    assert_clean_shutdown(status, &output);
+}
+
+/// `sheetcake ctl reload` re-reads the configured subscriber file and applies the difference,
+/// printing the summary; a file with a bad row changes nothing, and the command fails with
+/// the errors naming the file, line and column.
+#[test]
+fn ctl_reload_applies_the_edited_file_or_names_what_is_wrong() {
+    let _serial = serial();
+    let (_, csv, app, base) = idle_box("api_ctl_reload", "reload", "");
+    std::fs::write(&csv, shaped_devices(2, None)).expect("write");
+    let (ok, out, err) = ctl(&base, &["reload"]);
+    assert!(
+        ok && out.starts_with("applied: 2 added, 0 changed, 0 removed, 0 unchanged"),
+        "{out}{err}"
+    );
+    let (status, c1) = api("GET", &format!("{base}/v1/subscribers/c1"), None);
+    assert_eq!(
+        (status, &c1["download"]),
+        (200, &serde_json::json!("100Mbit")),
+        "{c1}"
+    );
+
+    std::fs::write(&csv, shaped_devices(3, Some(1))).expect("write");
+    let (ok, out, err) = ctl(&base, &["reload"]);
+    assert!(
+        !ok && err.contains("422")
+            && err.contains(&format!(
+                "{}:3: row 3 (c1).Download Max Mbps: \"fast\" is not a rate",
+                csv.display()
+            )),
+        "{out}{err}"
+    );
+    let (subscribers, _) = state(&base);
+    assert_eq!(subscribers["total"], 2, "{subscribers}");
+    assert_eq!(api("GET", &format!("{base}/v1/subscribers/c1"), None).1, c1);
+
+    let (status, output) = app.stop();
+    assert_clean_shutdown(status, &output);
+}
+
+/// With `[shaping] watch = true` an edited subscriber file is applied by itself, within a few
+/// seconds (checked every second, read once it has not changed for a second): subscribers
+/// added, then removed; a bad edit changes nothing and the log says why, naming the file.
+#[test]
+fn with_watch_an_edited_subscriber_file_applies_by_itself() {
+    let _serial = serial();
+    let (_, csv, app, base) = idle_box("api_watch", "watch", "watch = true");
+    let total = || state(&base).0["total"].as_u64().expect("total");
+    let wait_for_total = |want: u64| {
+        let deadline = Instant::now() + Duration::from_secs(6);
+        while total() != want {
+            assert!(
+                Instant::now() < deadline,
+                "the edited file was not applied within 6 s ({} subscribers, {want} in the \
+                 file):\n{}",
+                total(),
+                app.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    std::fs::write(&csv, shaped_devices(3, None)).expect("write");
+    wait_for_total(3);
+    app.wait_for("the watch's log line", Duration::ZERO, |l| {
+        l == "watch: the subscriber source changed; reloading"
+    });
+    let (status, c2) = api("GET", &format!("{base}/v1/subscribers/c2"), None);
+    assert_eq!(
+        (status, &c2["download"]),
+        (200, &serde_json::json!("100Mbit")),
+        "{c2}"
+    );
+
+    std::fs::write(&csv, shaped_devices(1, None)).expect("write");
+    wait_for_total(1);
+
+    std::fs::write(&csv, shaped_devices(2, Some(0))).expect("write");
+    let file = csv.display().to_string();
+    app.wait_for("the refused reload's errors", Duration::from_secs(6), |l| {
+        l.starts_with(&format!("{file}:2: row 2 (c0).Download Max Mbps"))
+    });
+    assert!(
+        app.output().contains("reload refused, nothing changed:"),
+        "{}",
+        app.output()
+    );
+    assert_eq!(total(), 1);
+    assert_eq!(
+        api("GET", &format!("{base}/v1/subscribers/c0"), None).1["download"],
+        "100Mbit"
+    );
+
+    let (status, output) = app.stop();
+    assert_clean_shutdown(status, &output);
+}
+
+/// `sheetcake ctl completions bash|zsh|fish` prints a completion script for each shell that
+/// knows every `ctl` command. No sheetcake needs to run.
+#[test]
+fn ctl_completions_know_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (ok, script, err) = ctl("http://127.0.0.1:1", &["completions", shell]);
+        assert!(ok && err.is_empty(), "{shell}: {err}");
+        for command in [
+            "health",
+            "list",
+            "show",
+            "add",
+            "set-rate",
+            "remove",
+            "apply",
+            "reload",
+            "watch",
+            "completions",
+        ] {
+            assert!(
+                script.contains(command),
+                "the {shell} completions do not know {command}:\n{script}"
+            );
+        }
+        // The options of a command, too.
+        assert!(
+            script.contains("once") && script.contains("replace"),
+            "{shell}:\n{script}"
+        );
+    }
 }
 
 /// The Kea hook in `deploy/hooks/kea`, run as Kea's run_script library runs it (its own

@@ -16,7 +16,7 @@ use crate::subscribers::SubscriberSet;
 use parking_lot::Mutex;
 use sheetcake_dataplane::dpdk::{
     mbuf_ring, tsc_hz, DpdkError, Eal, Mempool, MempoolConfig, Port, PortConfig, PortStats,
-    RSS_DESTINATION_ONLY, RSS_SOURCE_ONLY,
+    RingGauge, RSS_DESTINATION_ONLY, RSS_SOURCE_ONLY,
 };
 use sheetcake_dataplane::shaping::{
     instance_gauges, ControlChannel, InstanceGauges, LocalSubscriber, SubscriberTables,
@@ -272,6 +272,7 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
         balancer: balancer.as_mut(),
         calls,
         shared,
+        handoff_rings: Vec::new(),
     };
     let finals = run_workers(settings, eal, &ports, &published, control, shaping)?;
     drop(api);
@@ -336,7 +337,7 @@ fn run_workers(
     eal: &'static Eal,
     ports: &[[Port; 2]],
     published: &[PublishedCounters],
-    control: ControlLoop<'_>,
+    mut control: ControlLoop<'_>,
     shaping: Option<WorkerShaping>,
 ) -> Result<Vec<WorkerCounters>, RunError> {
     let stop = control.signals.stop;
@@ -364,6 +365,9 @@ fn run_workers(
                 .map(|_| (0..workers).map(|_| None).collect())
                 .collect();
             let mut from: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
+            // What waits toward each worker, for the metrics (the control thread reads the
+            // rings' indices; the workers keep both ends).
+            let mut inbound: Vec<Vec<RingGauge>> = (0..workers).map(|_| Vec::new()).collect();
             for (a, to_a) in to.iter_mut().enumerate() {
                 for (b, slot) in to_a.iter_mut().enumerate() {
                     if a == b {
@@ -372,9 +376,11 @@ fn run_workers(
                     let (producer, consumer) =
                         mbuf_ring(eal, &format!("handoff_{a}_{b}"), HANDOFF_RING_FRAMES)?;
                     *slot = Some(producer);
+                    inbound[b].push(consumer.gauge());
                     from[b].push(consumer);
                 }
             }
+            control.handoff_rings = inbound;
             locals
                 .into_iter()
                 .zip(to)

@@ -3,13 +3,13 @@
 //! and nothing here waits for a worker longer than [`APPLY_WAIT`].
 
 use crate::api::{Call, Reply, Shared};
-use crate::config::Settings;
+use crate::config::{Settings, HANDOFF_RING_FRAMES};
 use crate::handlers::{self, Asker, Context, Handled, Outcome, TopEntry, APPLY_WAIT};
 use crate::live::{LiveShaping, Sent};
 use crate::metrics::{PortSample, Snapshot, SubscriberSample, WorkerSample, REFRESH};
 use crate::nodes::{NodeBalancer, BALANCE_INTERVAL};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use sheetcake_dataplane::dpdk::{Mempool, Port, PortStats};
+use sheetcake_dataplane::dpdk::{Mempool, Port, PortStats, RingGauge};
 use sheetcake_dataplane::shaping::Direction;
 use sheetcake_dataplane::worker::{PublishedCounters, WorkerCounters};
 use std::collections::{HashMap, HashSet};
@@ -49,6 +49,9 @@ pub struct ControlLoop<'a> {
     pub balancer: Option<&'a mut NodeBalancer>,
     pub calls: Option<Receiver<Call>>,
     pub shared: Arc<Shared>,
+    /// Per worker, the handoff rings toward it (empty without shaping): the metrics show
+    /// what waits for each worker to take over.
+    pub handoff_rings: Vec<Vec<RingGauge>>,
 }
 
 /// What the metrics refresh carries from one second to the next.
@@ -503,6 +506,7 @@ impl ControlLoop<'_> {
                 let cycles = now.total_cycles.saturating_sub(prev.total_cycles).max(1);
                 let busy = now.busy_cycles.saturating_sub(prev.busy_cycles);
                 last_workers[w] = now;
+                let rings = self.handoff_rings.get(w).map_or(&[][..], Vec::as_slice);
                 WorkerSample {
                     worker: w,
                     core: self.settings.worker_cores[w],
@@ -514,6 +518,13 @@ impl ControlLoop<'_> {
                         .live
                         .as_deref()
                         .map_or(0, |l| l.channels()[w].depth()),
+                    queued_limit: if self.live.is_some() {
+                        u64::from(self.settings.shaping.queued_per_worker)
+                    } else {
+                        0
+                    },
+                    handoff_waiting: rings.iter().map(RingGauge::len).sum(),
+                    handoff_capacity: rings.len() * HANDOFF_RING_FRAMES as usize,
                 }
             })
             .collect();

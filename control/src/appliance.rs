@@ -9,6 +9,7 @@ use crate::api::{self, Shared};
 use crate::config::{Settings, HANDOFF_RING_FRAMES};
 use crate::control_loop::{ControlLoop, Signals};
 use crate::live::{worker_seed, LiveShaping};
+use crate::log;
 use crate::metrics::Snapshot;
 use crate::nodes::{NodeBalancer, BALANCE_INTERVAL};
 use crate::registry::Registry;
@@ -76,7 +77,7 @@ impl From<DpdkError> for RunError {
 /// Advice for the start-up failures operators actually meet.
 fn eal_advice(err: &DpdkError) -> String {
     format!(
-        "{err}\n  hints: run as root; production needs hugepages (echo 1024 > \
+        "{err}; hints: run as root; production needs hugepages (echo 1024 > \
          /proc/sys/vm/nr_hugepages, or 1 GiB pages on the kernel command line), tests and the \
          demo can add \"--no-huge\" to [eal] args; another DPDK process with the same \
          eal.file_prefix may be running"
@@ -119,8 +120,13 @@ fn plan_shaping(
     Ok((registry, tables, locals))
 }
 
-/// Runs the appliance until SIGINT or SIGTERM.
-pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<(), RunError> {
+/// Runs the appliance until SIGINT or SIGTERM. `config` is the file `settings` came from,
+/// which a reload re-reads (`None` for the embedded demo).
+pub fn run(
+    settings: &Settings,
+    config: Option<&std::path::Path>,
+    subscribers: Option<SubscriberSet>,
+) -> Result<(), RunError> {
     let shared = Arc::new(Shared {
         snapshot: Mutex::new(Arc::new(Snapshot::default())),
     });
@@ -157,7 +163,7 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
     for pair in &settings.pairs {
         let core = Port::start(eal, pair.ports[0].port_name(), &port_config, pool)?;
         let access = Port::start(eal, pair.ports[1].port_name(), &access_config, pool)?;
-        println!(
+        log::info(format!(
             "pair {}: core {} ({}) <-> access {} ({}) started; core: {}; access: {}",
             pair.name,
             core.device(),
@@ -166,7 +172,8 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
             access.driver(),
             core.rss_spread(),
             access.rss_spread()
-        );
+        ))
+        .emit();
         ports.push([core, access]);
     }
 
@@ -200,20 +207,22 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
                 usize::from(workers),
                 settings.shaping.subscribers_per_worker,
             )?;
-            println!(
+            log::info(format!(
                 "shaping {count} subscribers over {workers} worker(s): {:?} each",
                 locals.iter().map(Vec::len).collect::<Vec<_>>()
-            );
+            ))
+            .emit();
             let nodes = registry.node_list();
             let balancer =
                 NodeBalancer::new(&nodes, registry.placed(), gauges.clone(), channels.clone());
             if !balancer.is_idle() {
-                println!(
+                log::info(format!(
                     "{} parent node(s): busy subscribers share each node's capacity, \
                      re-balanced every {} ms",
                     nodes.len(),
                     BALANCE_INTERVAL.as_millis()
-                );
+                ))
+                .emit();
             }
             // The embedded demo has no file to reload.
             let live = LiveShaping::new(
@@ -232,7 +241,7 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
             (Some(shaping), Some(live), Some(balancer))
         }
         None => {
-            println!("no subscriber file: bridging without shaping");
+            log::info("no subscriber file: bridging without shaping").emit();
             (None, None, None)
         }
     };
@@ -241,7 +250,7 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
         Some(listen) => {
             let (server, calls) =
                 api::start(&settings.api, listen, Arc::clone(&shared)).map_err(RunError::Start)?;
-            println!(
+            log::info(format!(
                 "api: listening on http://{}/ (health, v1/..., metrics){}",
                 server.address,
                 if settings.api.token.is_some() {
@@ -249,16 +258,18 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
                 } else {
                     ""
                 }
-            );
+            ))
+            .emit();
             (Some(server), Some(calls))
         }
         None => {
-            println!("api: off ([api] listen = \"off\")");
+            log::info("api: off ([api] listen = \"off\")").emit();
             (None, None)
         }
     };
     let control = ControlLoop {
-        settings,
+        settings: settings.clone(),
+        config_path: config,
         ports: &ports,
         published: &published,
         pool: &pool,
@@ -296,25 +307,28 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
         .iter()
         .map(|r| format!("{} {}", r.name(), totals.dropped(*r)))
         .collect();
-    println!(
+    log::info(format!(
         "stopped: workers received {} frames, sent {}, dropped {} ({})",
         totals.rx_packets,
         totals.tx_packets,
         totals.dropped_total(),
         drops.join(", ")
-    );
+    ))
+    .emit();
     for (device, s) in &port_totals {
-        println!(
+        log::info(format!(
             "  port {device}: rx {} tx {} missed {} rx-errors {} tx-errors {} no-mbuf {}",
             s.rx_packets, s.tx_packets, s.rx_missed, s.rx_errors, s.tx_errors, s.rx_no_mbuf
-        );
+        ))
+        .emit();
     }
     let missing = pool.in_use();
-    println!(
+    log::info(format!(
         "mempool: {} of {} mbufs in use after shutdown",
         missing,
         pool.size()
-    );
+    ))
+    .emit();
     if missing != 0 {
         return Err(RunError::Leak { missing });
     }
@@ -326,7 +340,7 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
             totals.dropped_total()
         )));
     }
-    println!("clean shutdown: every frame received was sent or counted as dropped");
+    log::info("clean shutdown: every frame received was sent or counted as dropped").emit();
     Ok(())
 }
 
@@ -440,10 +454,11 @@ fn run_workers(
                             ));
                         }
                         let lcore = eal.register_thread().map_err(|e| e.to_string())?;
-                        println!(
+                        log::info(format!(
                             "worker {w}: running on core {core} (lcore {})",
                             lcore.lcore_id()
-                        );
+                        ))
+                        .emit();
                         Ok(lcore)
                     })();
                     let _lcore = match started {
@@ -460,10 +475,11 @@ fn run_workers(
                         let building = std::time::Instant::now();
                         let slots = setup.capacity;
                         worker = worker.with_shaping(setup, handoff);
-                        println!(
+                        log::info(format!(
                             "worker {w}: {slots} subscriber slots ready in {:.2} s; forwarding",
                             building.elapsed().as_secs_f64()
-                        );
+                        ))
+                        .emit();
                     }
                     worker.run(stop);
                     all_stopped.wait();

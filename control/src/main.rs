@@ -14,6 +14,7 @@ mod live;
 mod log;
 mod metrics;
 mod nodes;
+mod preflight;
 mod records;
 mod registry;
 mod report;
@@ -93,6 +94,9 @@ fn main() -> ExitCode {
         },
         None => None,
     };
+    // What the machine lacks for this configuration (hugepages, NIC drivers), said before the
+    // EAL would fail on it with a page of its own lines.
+    let problems = preflight::check(&settings, std::path::Path::new("/"));
     if args.check_config {
         let say = |line: String| log::info(line).emit();
         say(format!("configuration {} is valid", settings.source));
@@ -121,7 +125,15 @@ fn main() -> ExitCode {
             ),
             None => "  no subscriber file: bridging without shaping".into(),
         });
+        if !problems.is_empty() {
+            log_problems("this machine is not ready to run it", &problems);
+            return ExitCode::from(1);
+        }
         return ExitCode::SUCCESS;
+    }
+    if !problems.is_empty() {
+        log_problems("cannot start", &problems);
+        return ExitCode::from(1);
     }
     match appliance::run(&settings, args.config.as_deref(), subscribers) {
         Ok(()) => ExitCode::SUCCESS,
@@ -137,5 +149,13 @@ fn log_errors(what: &str, errors: &config::ConfigErrors) {
     log::error(what).field("errors", errors.0.len()).emit();
     for e in &errors.0 {
         log::error(e.to_string()).emit();
+    }
+}
+
+/// Logs what the machine lacks: a summary, then one line per problem with what to run.
+fn log_problems(what: &str, problems: &[preflight::MachineProblem]) {
+    log::error(what).field("problems", problems.len()).emit();
+    for p in problems {
+        log::error(p.to_string()).emit();
     }
 }

@@ -338,6 +338,7 @@ fn workers_json(s: &Snapshot) -> Json {
                 "shaped_packets": c.shaped_packets, "unshaped_packets": c.unshaped_packets,
                 "handed_off_packets": c.handed_off, "taken_over_packets": c.taken_over,
                 "queued_packets": c.queued, "queued_limit_packets": w.queued_limit,
+                "tx_waiting_packets": c.tx_waiting,
                 "handoff_ring_packets": w.handoff_waiting,
                 "handoff_ring_capacity_packets": w.handoff_capacity,
                 "mbufs_in_use": w.mbufs_in_use(), "flows": c.flows_in_use,

@@ -58,11 +58,12 @@ pub struct WorkerSample {
 }
 
 impl WorkerSample {
-    /// The packet buffers waiting for this worker: queued in its CAKE instances and in the
-    /// handoff rings toward it. Its descriptor rings, bursts and TX leftovers are not counted
-    /// (the worker does not publish them); they are bounded by the configuration.
+    /// The packet buffers this worker holds or has waiting for it: queued in its CAKE
+    /// instances, waiting in its TX backlogs and outboxes, and in the handoff rings toward it.
+    /// Its RX and TX descriptor rings are not counted (the NIC holds those, full all the time
+    /// on RX); the configuration bounds them.
     pub fn mbufs_in_use(&self) -> u64 {
-        self.counters.queued + self.handoff_waiting as u64
+        self.counters.queued + self.counters.tx_waiting + self.handoff_waiting as u64
     }
 }
 
@@ -232,7 +233,7 @@ pub fn encode(s: &Snapshot) -> String {
     }
 
     type WorkerField = fn(&WorkerSample) -> f64;
-    let worker_fields: [(&str, &str, bool, WorkerField); 16] = [
+    let worker_fields: [(&str, &str, bool, WorkerField); 17] = [
         (
             "busy_ratio",
             "Share of the last second the worker spent moving frames (0 to 1).",
@@ -288,6 +289,13 @@ pub fn encode(s: &Snapshot) -> String {
             |w| w.queued_limit as f64,
         ),
         (
+            "tx_waiting_packets",
+            "Frames waiting in the worker's TX backlogs (the port's TX queue was full) and \
+             outboxes to other workers.",
+            false,
+            |w| w.counters.tx_waiting as f64,
+        ),
+        (
             "handoff_ring_packets",
             "Frames waiting in the handoff rings toward the worker (from other workers).",
             false,
@@ -301,8 +309,8 @@ pub fn encode(s: &Snapshot) -> String {
         ),
         (
             "mbufs_in_use",
-            "Packet buffers waiting for the worker: queued in its CAKE instances plus in the \
-             handoff rings toward it (descriptor rings not included; see docs/metrics.md).",
+            "Packet buffers the worker holds or has waiting for it: queued, TX-waiting and in \
+             the handoff rings toward it (descriptor rings not included; see docs/metrics.md).",
             false,
             |w| w.mbufs_in_use() as f64,
         ),
@@ -492,6 +500,7 @@ mod tests {
         report.directions[0].stats.sent_bytes = 1234;
         let mut counters = WorkerCounters {
             queued: 40,
+            tx_waiting: 5,
             ..WorkerCounters::default()
         };
         // Voice of diffserv4 (internal tin 3), upload.
@@ -538,9 +547,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sheetcake_worker_busy_ratio{worker=\"0\",core=\"1\"} 0.5"));
-        // A worker's buffers: 40 queued in CAKE plus 3 waiting in the rings toward it.
+        // A worker's buffers: 40 queued in CAKE, 5 waiting for TX, 3 in the rings toward it.
         assert!(text.contains("sheetcake_worker_handoff_ring_packets{worker=\"0\",core=\"1\"} 3"));
-        assert!(text.contains("sheetcake_worker_mbufs_in_use{worker=\"0\",core=\"1\"} 43"));
+        assert!(text.contains("sheetcake_worker_mbufs_in_use{worker=\"0\",core=\"1\"} 48"));
         assert!(
             text.contains("sheetcake_worker_queued_limit_packets{worker=\"0\",core=\"1\"} 16384")
         );

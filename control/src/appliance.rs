@@ -5,7 +5,7 @@
 //! the workers stop, the ports are closed and the pool must be whole again: an mbuf missing at
 //! that point is a bug, and sheetcake says so loudly and exits non-zero.
 
-use crate::api::{self, Shared};
+use crate::api::{self, Access, Shared};
 use crate::config::{Settings, HANDOFF_RING_FRAMES};
 use crate::control_loop::{ControlLoop, Signals};
 use crate::live::{worker_seed, LiveShaping};
@@ -129,6 +129,7 @@ pub fn run(
 ) -> Result<(), RunError> {
     let shared = Arc::new(Shared {
         snapshot: Mutex::new(Arc::new(Snapshot::default())),
+        access: Mutex::new(Access::of(&settings.api)),
     });
     let eal = Eal::init(&settings.eal_args).map_err(|e| RunError::Start(eal_advice(&e)))?;
     let hz = tsc_hz(eal);
@@ -249,7 +250,7 @@ pub fn run(
     let (api, calls) = match settings.api.listen {
         Some(listen) => {
             let (server, calls) =
-                api::start(&settings.api, listen, Arc::clone(&shared)).map_err(RunError::Start)?;
+                api::start(listen, Arc::clone(&shared)).map_err(RunError::Start)?;
             log::info(format!(
                 "api: listening on http://{}/ (health, v1/..., metrics){}",
                 server.address,

@@ -1044,9 +1044,11 @@ impl Settings {
     /// The keys whose values differ in `next`, in file order, and when each takes effect.
     ///
     /// Live: what only the control thread reads (the subscriber source and its defaults, the
-    /// watch, the metrics guard, the status interval). Everything a worker, a port, the pool,
-    /// the EAL or the API server was built with needs a restart; so does turning shaping on
-    /// or off, since the workers were started with or without subscriber slots.
+    /// watch, the metrics guard, the status interval) and the API's request checks (token,
+    /// body limit). Everything a worker, a port, the pool, the EAL or the API's socket was
+    /// built with needs a restart; so does turning shaping on or off, since the workers were
+    /// started with or without subscriber slots, and removing the token of an API other
+    /// machines can reach.
     pub fn changes_to(&self, next: &Settings) -> Vec<ChangedKey> {
         use Takes::{Live, Restart};
         let mut changed = Vec::new();
@@ -1144,11 +1146,20 @@ impl Settings {
         );
         let (now, then) = (&self.api, &next.api);
         key("api.listen", now.listen != then.listen, Restart);
-        key("api.token", now.token != then.token, Restart);
+        // The API threads read the token for every request, so a new one applies at once;
+        // but the running address keeps listening until a restart, and if other machines
+        // can reach it the token must stay.
+        let exposed = now.listen.is_some_and(|a| !a.ip().is_loopback());
+        let token_takes = if then.token.is_none() && exposed {
+            Restart
+        } else {
+            Live
+        };
+        key("api.token", now.token != then.token, token_takes);
         key(
             "api.max_body_bytes",
             now.max_body_bytes != then.max_body_bytes,
-            Restart,
+            Live,
         );
         key(
             "metrics.subscriber_series",
@@ -1188,6 +1199,8 @@ impl Settings {
                 "metrics.subscribers" => {
                     running.api.always_exported = next.api.always_exported.clone();
                 }
+                "api.token" => running.api.token.clone_from(&next.api.token),
+                "api.max_body_bytes" => running.api.max_body_bytes = next.api.max_body_bytes,
                 other => unreachable!("{other} is listed as live but not applied"),
             }
         }
@@ -1493,17 +1506,56 @@ access = "net_ring1"
                 "shaping.unknown_download",
                 "shaping.unknown_upload",
                 "api.listen",
-                "api.token",
-                "api.max_body_bytes",
             ]
         );
-        assert!(
-            changed.iter().all(|c| c.takes == Takes::Restart),
-            "{changed:?}"
-        );
-        // None of them is taken: the running values stay.
+        // Only the API's request checks apply at once; the rest keep their running values.
         let running = now.with_live_keys(&next, &changed);
-        assert_eq!(running, now);
+        assert_eq!(running.api.token.as_deref(), Some("0123456789abcdef0123"));
+        assert_eq!(running.api.max_body_bytes, 8192);
+        let reverted = Settings {
+            api: now.api.clone(),
+            ..running
+        };
+        assert_eq!(reverted, now);
+    }
+
+    #[test]
+    fn a_token_rotates_live_but_an_exposed_api_keeps_its_token_until_a_restart() {
+        let api = |listen: &str, token: &str| {
+            let token = if token.is_empty() {
+                String::new()
+            } else {
+                format!("token = \"{token}\"\n")
+            };
+            format!("\n[api]\nlisten = \"{listen}\"\n{token}")
+        };
+        let (old, new) = ("0123456789abcdef0123", "fedcba9876543210fedc");
+        let takes = |before: &str, after: &str| {
+            let (_, _, changed) = reload_changes(before, after);
+            changed
+                .iter()
+                .find(|c| c.key == "api.token")
+                .map(|c| c.takes)
+        };
+        let exposed = "0.0.0.0:9180";
+        assert_eq!(
+            takes(&api(exposed, old), &api(exposed, new)),
+            Some(Takes::Live)
+        );
+        assert_eq!(
+            takes(&api(DEFAULT_LISTEN, ""), &api(DEFAULT_LISTEN, new)),
+            Some(Takes::Live)
+        );
+        assert_eq!(
+            takes(&api(DEFAULT_LISTEN, old), &api(DEFAULT_LISTEN, "")),
+            Some(Takes::Live)
+        );
+        // Moving to loopback and dropping the token validates, but the running socket still
+        // faces the network until a restart: the token stays.
+        assert_eq!(
+            takes(&api(exposed, old), &api(DEFAULT_LISTEN, "")),
+            Some(Takes::Restart)
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! watch, parent-node balancing, the metrics snapshot and status lines. Every step is bounded
 //! and nothing here waits for a worker longer than [`APPLY_WAIT`].
 
-use crate::api::{Call, Reply, Shared};
+use crate::api::{Access, Call, Reply, Shared};
 use crate::config::{ConfigErrors, Settings, Takes, HANDOFF_RING_FRAMES};
 use crate::handlers::{self, Asker, Context, Handled, Outcome, TopEntry, APPLY_WAIT};
 use crate::live::{LiveShaping, Sent};
@@ -422,6 +422,7 @@ impl ControlLoop<'_> {
             None => None,
         };
         self.settings = running;
+        *self.shared.access.lock() = Access::of(&self.settings.api);
         let keys = |takes: Takes| {
             changed
                 .iter()

@@ -136,6 +136,8 @@ impl ControlLoop<'_> {
                     None
                 }
             };
+            // Whether a reload ran in this pass (it may name other files for the watch).
+            let mut reloaded = false;
             if let Some(call) = call {
                 let mut cx = Context {
                     live: self.live.as_deref_mut(),
@@ -147,37 +149,13 @@ impl ControlLoop<'_> {
                         let _ = call.reply.send(r);
                     }
                     Handled::Waiting => {}
-                    Handled::Reload => match self.reload() {
-                        Ok(Some(sent)) => {
-                            in_flight.push(sent.clone());
-                            pending.push(Pending {
-                                outcome: Outcome {
-                                    sent,
-                                    created: false,
-                                },
-                                reply: call.reply,
-                            });
+                    Handled::Reload => {
+                        reloaded = true;
+                        if let Some(wait) = self.reload_asked(call.reply) {
+                            in_flight.push(wait.outcome.sent.clone());
+                            pending.push(wait);
                         }
-                        Ok(None) => {
-                            let _ = call.reply.send(Reply::json(
-                                200,
-                                &serde_json::json!({
-                                    "applied": true, "added": 0, "removed": 0, "changed": 0,
-                                    "unchanged": 0,
-                                }),
-                            ));
-                        }
-                        Err(ReloadRefused::Config(errors)) => {
-                            let _ = call.reply.send(Reply::error(
-                                422,
-                                "the configuration file is not valid; nothing changed",
-                                &errors.0,
-                            ));
-                        }
-                        Err(ReloadRefused::Subscribers(r)) => {
-                            let _ = call.reply.send(handlers::refusal(r));
-                        }
-                    },
+                    }
                     Handled::Sent(outcome) => {
                         self.after_change(&outcome.sent);
                         in_flight.push(outcome.sent.clone());
@@ -257,9 +235,12 @@ impl ControlLoop<'_> {
                 }
             }
             if reload {
+                reloaded = true;
                 if let Ok(Some(sent)) = self.reload() {
                     in_flight.push(sent);
                 }
+            }
+            if reloaded {
                 // A reload may have named other files, or turned the watch on or off.
                 let now = self.watched();
                 if now != watched {
@@ -365,6 +346,34 @@ impl ControlLoop<'_> {
                 true
             }
         });
+    }
+
+    /// A reload asked through the API: answered at once when refused or without shaping;
+    /// otherwise the answer waits for the workers (the returned [`Pending`]).
+    fn reload_asked(&mut self, reply: Sender<Reply>) -> Option<Pending> {
+        let answer = match self.reload() {
+            Ok(Some(sent)) => {
+                let outcome = Outcome {
+                    sent,
+                    created: false,
+                };
+                return Some(Pending { outcome, reply });
+            }
+            Ok(None) => Reply::json(
+                200,
+                &serde_json::json!({
+                    "applied": true, "added": 0, "removed": 0, "changed": 0, "unchanged": 0,
+                }),
+            ),
+            Err(ReloadRefused::Config(errors)) => Reply::error(
+                422,
+                "the configuration file is not valid; nothing changed",
+                &errors.0,
+            ),
+            Err(ReloadRefused::Subscribers(r)) => handlers::refusal(r),
+        };
+        let _ = reply.send(answer);
+        None
     }
 
     /// The subscriber files the watch follows now (none when it is off).

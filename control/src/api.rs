@@ -149,6 +149,28 @@ pub struct Call {
 pub struct Shared {
     /// The last snapshot, for `/metrics` and `/health`.
     pub snapshot: Mutex<Arc<Snapshot>>,
+    /// Who may call and how much they may send: read for every request, so a reload that
+    /// rotates the token or changes the body limit applies to the next request.
+    pub access: Mutex<Access>,
+}
+
+/// The request checks the configuration sets (`[api] token` and `max_body_bytes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// The bearer token every request but `GET /health` must carry.
+    pub token: Option<String>,
+    /// Largest body, bytes.
+    pub max_body_bytes: u64,
+}
+
+impl Access {
+    /// The checks `api` asks for.
+    pub fn of(api: &Api) -> Access {
+        Access {
+            token: api.token.clone(),
+            max_body_bytes: api.max_body_bytes,
+        }
+    }
 }
 
 /// The running API: its threads stop when the process does (they block in `accept`).
@@ -166,7 +188,6 @@ impl Drop for ApiServer {
 
 /// Starts listening; calls for the control thread arrive on the returned receiver.
 pub fn start(
-    settings: &Api,
     listen: std::net::SocketAddr,
     shared: Arc<Shared>,
 ) -> Result<(ApiServer, Receiver<Call>), String> {
@@ -182,12 +203,11 @@ pub fn start(
         let server = Arc::clone(&server);
         let shared = Arc::clone(&shared);
         let calls: Sender<Call> = calls.clone();
-        let settings = settings.clone();
         std::thread::Builder::new()
             .name(format!("api{i}"))
             .spawn(move || {
                 while let Ok(request) = server.recv() {
-                    serve(request, &settings, &shared, &calls);
+                    serve(request, &shared, &calls);
                 }
             })
             .map_err(|e| format!("cannot start an API thread: {e}"))?;
@@ -327,7 +347,7 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
-fn serve(mut request: tiny_http::Request, settings: &Api, shared: &Shared, calls: &Sender<Call>) {
+fn serve(mut request: tiny_http::Request, shared: &Shared, calls: &Sender<Call>) {
     let url = request.url().to_owned();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let method = request.method().clone();
@@ -354,7 +374,8 @@ fn serve(mut request: tiny_http::Request, settings: &Api, shared: &Shared, calls
         });
         return respond(request, Reply::json(200, &body));
     }
-    if let Some(token) = &settings.token {
+    let access = shared.access.lock().clone();
+    if let Some(token) = &access.token {
         let expected = format!("Bearer {token}");
         let given = request
             .headers()
@@ -385,7 +406,7 @@ fn serve(mut request: tiny_http::Request, settings: &Api, shared: &Shared, calls
 
     // The body, read here with a limit, so the control thread only ever sees whole requests.
     let mut body = Vec::new();
-    let limit = settings.max_body_bytes;
+    let limit = access.max_body_bytes;
     if request.body_length().is_some_and(|n| n as u64 > limit) {
         return respond(
             request,

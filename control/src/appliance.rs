@@ -5,10 +5,11 @@
 //! the workers stop, the ports are closed and the pool must be whole again: an mbuf missing at
 //! that point is a bug, and sheetcake says so loudly and exits non-zero.
 
-use crate::api::{self, Shared};
+use crate::api::{self, Access, Shared};
 use crate::config::{Settings, HANDOFF_RING_FRAMES};
 use crate::control_loop::{ControlLoop, Signals};
 use crate::live::{worker_seed, LiveShaping};
+use crate::log;
 use crate::metrics::Snapshot;
 use crate::nodes::{NodeBalancer, BALANCE_INTERVAL};
 use crate::registry::Registry;
@@ -16,7 +17,7 @@ use crate::subscribers::SubscriberSet;
 use parking_lot::Mutex;
 use sheetcake_dataplane::dpdk::{
     mbuf_ring, tsc_hz, DpdkError, Eal, Mempool, MempoolConfig, Port, PortConfig, PortStats,
-    RSS_DESTINATION_ONLY, RSS_SOURCE_ONLY,
+    RingGauge, RSS_DESTINATION_ONLY, RSS_SOURCE_ONLY,
 };
 use sheetcake_dataplane::shaping::{
     instance_gauges, ControlChannel, InstanceGauges, LocalSubscriber, SubscriberTables,
@@ -76,7 +77,7 @@ impl From<DpdkError> for RunError {
 /// Advice for the start-up failures operators actually meet.
 fn eal_advice(err: &DpdkError) -> String {
     format!(
-        "{err}\n  hints: run as root; production needs hugepages (echo 1024 > \
+        "{err}; hints: run as root; production needs hugepages (echo 1024 > \
          /proc/sys/vm/nr_hugepages, or 1 GiB pages on the kernel command line), tests and the \
          demo can add \"--no-huge\" to [eal] args; another DPDK process with the same \
          eal.file_prefix may be running"
@@ -119,10 +120,16 @@ fn plan_shaping(
     Ok((registry, tables, locals))
 }
 
-/// Runs the appliance until SIGINT or SIGTERM.
-pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<(), RunError> {
+/// Runs the appliance until SIGINT or SIGTERM. `config` is the file `settings` came from,
+/// which a reload re-reads (`None` for the embedded demo).
+pub fn run(
+    settings: &Settings,
+    config: Option<&std::path::Path>,
+    subscribers: Option<SubscriberSet>,
+) -> Result<(), RunError> {
     let shared = Arc::new(Shared {
         snapshot: Mutex::new(Arc::new(Snapshot::default())),
+        access: Mutex::new(Access::of(&settings.api)),
     });
     let eal = Eal::init(&settings.eal_args).map_err(|e| RunError::Start(eal_advice(&e)))?;
     let hz = tsc_hz(eal);
@@ -157,7 +164,7 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
     for pair in &settings.pairs {
         let core = Port::start(eal, pair.ports[0].port_name(), &port_config, pool)?;
         let access = Port::start(eal, pair.ports[1].port_name(), &access_config, pool)?;
-        println!(
+        log::info(format!(
             "pair {}: core {} ({}) <-> access {} ({}) started; core: {}; access: {}",
             pair.name,
             core.device(),
@@ -166,7 +173,8 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
             access.driver(),
             core.rss_spread(),
             access.rss_spread()
-        );
+        ))
+        .emit();
         ports.push([core, access]);
     }
 
@@ -200,20 +208,22 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
                 usize::from(workers),
                 settings.shaping.subscribers_per_worker,
             )?;
-            println!(
+            log::info(format!(
                 "shaping {count} subscribers over {workers} worker(s): {:?} each",
                 locals.iter().map(Vec::len).collect::<Vec<_>>()
-            );
+            ))
+            .emit();
             let nodes = registry.node_list();
             let balancer =
                 NodeBalancer::new(&nodes, registry.placed(), gauges.clone(), channels.clone());
             if !balancer.is_idle() {
-                println!(
+                log::info(format!(
                     "{} parent node(s): busy subscribers share each node's capacity, \
                      re-balanced every {} ms",
                     nodes.len(),
                     BALANCE_INTERVAL.as_millis()
-                );
+                ))
+                .emit();
             }
             // The embedded demo has no file to reload.
             let live = LiveShaping::new(
@@ -232,7 +242,7 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
             (Some(shaping), Some(live), Some(balancer))
         }
         None => {
-            println!("no subscriber file: bridging without shaping");
+            log::info("no subscriber file: bridging without shaping").emit();
             (None, None, None)
         }
     };
@@ -240,8 +250,8 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
     let (api, calls) = match settings.api.listen {
         Some(listen) => {
             let (server, calls) =
-                api::start(&settings.api, listen, Arc::clone(&shared)).map_err(RunError::Start)?;
-            println!(
+                api::start(listen, Arc::clone(&shared)).map_err(RunError::Start)?;
+            log::info(format!(
                 "api: listening on http://{}/ (health, v1/..., metrics){}",
                 server.address,
                 if settings.api.token.is_some() {
@@ -249,16 +259,18 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
                 } else {
                     ""
                 }
-            );
+            ))
+            .emit();
             (Some(server), Some(calls))
         }
         None => {
-            println!("api: off ([api] listen = \"off\")");
+            log::info("api: off ([api] listen = \"off\")").emit();
             (None, None)
         }
     };
     let control = ControlLoop {
-        settings,
+        settings: settings.clone(),
+        config_path: config,
         ports: &ports,
         published: &published,
         pool: &pool,
@@ -272,6 +284,7 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
         balancer: balancer.as_mut(),
         calls,
         shared,
+        handoff_rings: Vec::new(),
     };
     let finals = run_workers(settings, eal, &ports, &published, control, shaping)?;
     drop(api);
@@ -295,25 +308,28 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
         .iter()
         .map(|r| format!("{} {}", r.name(), totals.dropped(*r)))
         .collect();
-    println!(
+    log::info(format!(
         "stopped: workers received {} frames, sent {}, dropped {} ({})",
         totals.rx_packets,
         totals.tx_packets,
         totals.dropped_total(),
         drops.join(", ")
-    );
+    ))
+    .emit();
     for (device, s) in &port_totals {
-        println!(
+        log::info(format!(
             "  port {device}: rx {} tx {} missed {} rx-errors {} tx-errors {} no-mbuf {}",
             s.rx_packets, s.tx_packets, s.rx_missed, s.rx_errors, s.tx_errors, s.rx_no_mbuf
-        );
+        ))
+        .emit();
     }
     let missing = pool.in_use();
-    println!(
+    log::info(format!(
         "mempool: {} of {} mbufs in use after shutdown",
         missing,
         pool.size()
-    );
+    ))
+    .emit();
     if missing != 0 {
         return Err(RunError::Leak { missing });
     }
@@ -325,7 +341,7 @@ pub fn run(settings: &Settings, subscribers: Option<SubscriberSet>) -> Result<()
             totals.dropped_total()
         )));
     }
-    println!("clean shutdown: every frame received was sent or counted as dropped");
+    log::info("clean shutdown: every frame received was sent or counted as dropped").emit();
     Ok(())
 }
 
@@ -336,7 +352,7 @@ fn run_workers(
     eal: &'static Eal,
     ports: &[[Port; 2]],
     published: &[PublishedCounters],
-    control: ControlLoop<'_>,
+    mut control: ControlLoop<'_>,
     shaping: Option<WorkerShaping>,
 ) -> Result<Vec<WorkerCounters>, RunError> {
     let stop = control.signals.stop;
@@ -364,6 +380,9 @@ fn run_workers(
                 .map(|_| (0..workers).map(|_| None).collect())
                 .collect();
             let mut from: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
+            // What waits toward each worker, for the metrics (the control thread reads the
+            // rings' indices; the workers keep both ends).
+            let mut inbound: Vec<Vec<RingGauge>> = (0..workers).map(|_| Vec::new()).collect();
             for (a, to_a) in to.iter_mut().enumerate() {
                 for (b, slot) in to_a.iter_mut().enumerate() {
                     if a == b {
@@ -372,9 +391,11 @@ fn run_workers(
                     let (producer, consumer) =
                         mbuf_ring(eal, &format!("handoff_{a}_{b}"), HANDOFF_RING_FRAMES)?;
                     *slot = Some(producer);
+                    inbound[b].push(consumer.gauge());
                     from[b].push(consumer);
                 }
             }
+            control.handoff_rings = inbound;
             locals
                 .into_iter()
                 .zip(to)
@@ -434,10 +455,11 @@ fn run_workers(
                             ));
                         }
                         let lcore = eal.register_thread().map_err(|e| e.to_string())?;
-                        println!(
+                        log::info(format!(
                             "worker {w}: running on core {core} (lcore {})",
                             lcore.lcore_id()
-                        );
+                        ))
+                        .emit();
                         Ok(lcore)
                     })();
                     let _lcore = match started {
@@ -454,10 +476,11 @@ fn run_workers(
                         let building = std::time::Instant::now();
                         let slots = setup.capacity;
                         worker = worker.with_shaping(setup, handoff);
-                        println!(
+                        log::info(format!(
                             "worker {w}: {slots} subscriber slots ready in {:.2} s; forwarding",
                             building.elapsed().as_secs_f64()
-                        );
+                        ))
+                        .emit();
                     }
                     worker.run(stop);
                     all_stopped.wait();

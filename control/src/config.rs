@@ -466,6 +466,19 @@ fn parse_pci(text: &str) -> Option<String> {
         .then(|| format!("{domain}:{bus}:{dev}.{func}").to_ascii_lowercase())
 }
 
+/// The cores this process may run on, as they were when it first asked: the EAL pins the
+/// control thread to its own core later, and a reload validated then must still see them all.
+fn machine_cores() -> &'static [usize] {
+    static CORES: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+    CORES.get_or_init(|| {
+        core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .collect()
+    })
+}
+
 /// A bridged pair after validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pair {
@@ -482,6 +495,9 @@ pub struct Settings {
     pub source: String,
     /// Full EAL argument list (without the program name).
     pub eal_args: Vec<String>,
+    /// `eal.file_prefix` and `eal.args` as written, to tell a reload what changed.
+    pub eal_file_prefix: String,
+    pub eal_extra_args: Vec<String>,
     /// Core of the control thread.
     pub control_core: usize,
     /// Worker cores, in worker order.
@@ -668,11 +684,7 @@ impl Validator<'_> {
     }
 
     fn validate(mut self, config: Config) -> Result<Settings, ConfigErrors> {
-        let machine_cores: Vec<usize> = core_affinity::get_core_ids()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
+        let machine_cores = machine_cores();
         let cores_text = format!("{machine_cores:?}");
 
         let control_core = *config.control.core.get_ref();
@@ -972,12 +984,16 @@ impl Validator<'_> {
             }
         }
         eal_args.extend(config.eal.args.iter().cloned());
+        let eal_file_prefix = config.eal.file_prefix.clone();
+        let eal_extra_args = config.eal.args.clone();
 
         let frame = u32::from(mtu) + MAX_L2_OVERHEAD;
         let data_room = MBUF_HEADROOM + DEFAULT_DATA_ROOM.max(frame.next_multiple_of(128));
         Ok(Settings {
             source: self.file.into(),
             eal_args,
+            eal_file_prefix,
+            eal_extra_args,
             control_core,
             worker_cores,
             mbufs,
@@ -1002,6 +1018,193 @@ impl Validator<'_> {
                 unknown,
             },
         })
+    }
+}
+
+/// When a changed key of a reloaded configuration takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takes {
+    /// At once: the control thread applies it on the reload.
+    Live,
+    /// At the next start: the EAL, the ports, the pool, the workers and the API server are
+    /// built once, so the running value stays until then.
+    Restart,
+}
+
+/// A key whose value differs between the running configuration and a reloaded one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangedKey {
+    /// The key, dotted as in the file (`shaping.subscribers`).
+    pub key: &'static str,
+    /// When the new value takes effect.
+    pub takes: Takes,
+}
+
+impl Settings {
+    /// The keys whose values differ in `next`, in file order, and when each takes effect.
+    ///
+    /// Live: what only the control thread reads (the subscriber source and its defaults, the
+    /// watch, the metrics guard, the status interval) and the API's request checks (token,
+    /// body limit). Everything a worker, a port, the pool, the EAL or the API's socket was
+    /// built with needs a restart; so does turning shaping on or off, since the workers were
+    /// started with or without subscriber slots, and removing the token of an API other
+    /// machines can reach.
+    pub fn changes_to(&self, next: &Settings) -> Vec<ChangedKey> {
+        use Takes::{Live, Restart};
+        let mut changed = Vec::new();
+        let mut key = |key: &'static str, differs: bool, takes: Takes| {
+            if differs {
+                changed.push(ChangedKey { key, takes });
+            }
+        };
+        key(
+            "eal.file_prefix",
+            self.eal_file_prefix != next.eal_file_prefix,
+            Restart,
+        );
+        key(
+            "eal.args",
+            self.eal_extra_args != next.eal_extra_args,
+            Restart,
+        );
+        key(
+            "control.core",
+            self.control_core != next.control_core,
+            Restart,
+        );
+        key(
+            "control.status_interval_seconds",
+            self.status_interval_seconds != next.status_interval_seconds,
+            Live,
+        );
+        key(
+            "workers.cores",
+            self.worker_cores != next.worker_cores,
+            Restart,
+        );
+        key("mempool.mbufs", self.mbufs != next.mbufs, Restart);
+        key("mempool.cache", self.mbuf_cache != next.mbuf_cache, Restart);
+        key("ports.mtu", self.mtu != next.mtu, Restart);
+        key(
+            "ports.rx_descriptors",
+            self.rx_descriptors != next.rx_descriptors,
+            Restart,
+        );
+        key(
+            "ports.tx_descriptors",
+            self.tx_descriptors != next.tx_descriptors,
+            Restart,
+        );
+        key("pairs", self.pairs != next.pairs, Restart);
+        let (now, then) = (&self.shaping, &next.shaping);
+        // A source can be swapped for another live; shaping itself cannot start or stop.
+        let toggled = now.source.is_some() != then.source.is_some();
+        let source_takes = if toggled { Restart } else { Live };
+        let file = |s: &Shaping| s.source.as_ref().map(|s| (s.path.clone(), s.format));
+        let network = |s: &Shaping| s.source.as_ref().and_then(|s| s.network.clone());
+        key("shaping.subscribers", file(now) != file(then), source_takes);
+        key(
+            "shaping.network",
+            network(now) != network(then),
+            source_takes,
+        );
+        key("shaping.watch", now.watch != then.watch, Live);
+        key(
+            "shaping.download",
+            now.defaults.download != then.defaults.download,
+            Live,
+        );
+        key(
+            "shaping.upload",
+            now.defaults.upload != then.defaults.upload,
+            Live,
+        );
+        key(
+            "shaping.flows_per_worker",
+            now.flows_per_worker != then.flows_per_worker,
+            Restart,
+        );
+        key(
+            "shaping.queued_per_worker",
+            now.queued_per_worker != then.queued_per_worker,
+            Restart,
+        );
+        key(
+            "shaping.subscribers_per_worker",
+            now.subscribers_per_worker != then.subscribers_per_worker,
+            Restart,
+        );
+        key(
+            "shaping.unknown_download",
+            now.unknown[0] != then.unknown[0],
+            Restart,
+        );
+        key(
+            "shaping.unknown_upload",
+            now.unknown[1] != then.unknown[1],
+            Restart,
+        );
+        let (now, then) = (&self.api, &next.api);
+        key("api.listen", now.listen != then.listen, Restart);
+        // The API threads read the token for every request, so a new one applies at once;
+        // but the running address keeps listening until a restart, and if other machines
+        // can reach it the token must stay.
+        let exposed = now.listen.is_some_and(|a| !a.ip().is_loopback());
+        let token_takes = if then.token.is_none() && exposed {
+            Restart
+        } else {
+            Live
+        };
+        key("api.token", now.token != then.token, token_takes);
+        key(
+            "api.max_body_bytes",
+            now.max_body_bytes != then.max_body_bytes,
+            Live,
+        );
+        key(
+            "metrics.subscriber_series",
+            now.subscriber_series != then.subscriber_series,
+            Live,
+        );
+        key(
+            "metrics.subscribers",
+            now.always_exported != then.always_exported,
+            Live,
+        );
+        changed
+    }
+
+    /// These settings with the live keys among `changed` taken from `next`: what runs after a
+    /// reload. The keys that need a restart keep their running values.
+    pub fn with_live_keys(&self, next: &Settings, changed: &[ChangedKey]) -> Settings {
+        let mut running = self.clone();
+        for c in changed.iter().filter(|c| c.takes == Takes::Live) {
+            match c.key {
+                "control.status_interval_seconds" => {
+                    running.status_interval_seconds = next.status_interval_seconds;
+                }
+                "shaping.subscribers" | "shaping.network" => {
+                    running.shaping.source.clone_from(&next.shaping.source);
+                }
+                "shaping.watch" => running.shaping.watch = next.shaping.watch,
+                "shaping.download" => {
+                    running.shaping.defaults.download = next.shaping.defaults.download.clone();
+                }
+                "shaping.upload" => {
+                    running.shaping.defaults.upload = next.shaping.defaults.upload.clone();
+                }
+                "metrics.subscriber_series" => {
+                    running.api.subscriber_series = next.api.subscriber_series;
+                }
+                "metrics.subscribers" => {
+                    running.api.always_exported = next.api.always_exported.clone();
+                }
+                "api.token" => running.api.token.clone_from(&next.api.token),
+                "api.max_body_bytes" => running.api.max_body_bytes = next.api.max_body_bytes,
+                other => unreachable!("{other} is listed as live but not applied"),
+            }
+        }
+        running
     }
 }
 
@@ -1199,6 +1402,185 @@ access = "net_ring1"
         assert!(
             err.contains("f.toml:11: shaping.subscribers: subs.txt has no known extension"),
             "{err}"
+        );
+    }
+
+    /// The keys that differ between `GOOD` with `before` appended and with `after`.
+    fn reload_changes(before: &str, after: &str) -> (Settings, Settings, Vec<ChangedKey>) {
+        let now = Settings::parse(&format!("{GOOD}{before}"), "old.toml").expect("valid");
+        let next = Settings::parse(&format!("{GOOD}{after}"), "new.toml").expect("valid");
+        let changed = now.changes_to(&next);
+        (now, next, changed)
+    }
+
+    #[test]
+    fn an_unchanged_configuration_changes_no_key() {
+        let (_, _, changed) = reload_changes("", "");
+        assert_eq!(changed, []);
+        // The same values written out explicitly are no change either.
+        let (_, _, changed) = reload_changes("", "\n[ports]\nmtu = 1500\n");
+        assert_eq!(changed, []);
+    }
+
+    #[test]
+    fn what_only_the_control_thread_reads_changes_live() {
+        let before = "\n[shaping]\nsubscribers = \"a.toml\"\n";
+        let after = "\n[control]\nstatus_interval_seconds = 0\n\
+                     [shaping]\nsubscribers = \"b.csv\"\nnetwork = \"network.json\"\n\
+                     watch = true\ndownload = \"besteffort\"\nupload = \"diffserv3\"\n\
+                     [metrics]\nsubscriber_series = 5\nsubscribers = [\"vip\"]\n";
+        let (now, next, changed) = reload_changes(before, after);
+        let keys: Vec<(&str, Takes)> = changed.iter().map(|c| (c.key, c.takes)).collect();
+        assert_eq!(
+            keys,
+            [
+                ("control.status_interval_seconds", Takes::Live),
+                ("shaping.subscribers", Takes::Live),
+                ("shaping.network", Takes::Live),
+                ("shaping.watch", Takes::Live),
+                ("shaping.download", Takes::Live),
+                ("shaping.upload", Takes::Live),
+                ("metrics.subscriber_series", Takes::Live),
+                ("metrics.subscribers", Takes::Live),
+            ]
+        );
+        // Every live key is applied: what runs then differs from the new file in nothing
+        // but the file's name.
+        let running = now.with_live_keys(&next, &changed);
+        assert_eq!(running.changes_to(&next), []);
+        assert_eq!(running.api.subscriber_series, 5);
+        assert_eq!(running.api.always_exported, ["vip"]);
+        assert_eq!(running.status_interval_seconds, 0.0);
+        assert!(running.shaping.watch);
+        assert_eq!(
+            running.shaping.source.as_ref().map(|s| s.format),
+            Some(crate::subscribers::Format::ShapedDevices)
+        );
+    }
+
+    #[test]
+    fn what_the_eal_ports_pool_workers_or_api_were_built_with_needs_a_restart() {
+        let before = "\n[shaping]\nsubscribers = \"a.toml\"\n";
+        let after = "\n[eal]\nfile_prefix = \"other\"\nargs = [\"--no-huge\"]\n\
+                     [control]\ncore = 1\n";
+        // The test machine may have two cores: the control and the worker swap theirs.
+        let text = GOOD
+            .replace("cores = [1]", "cores = [0]")
+            .replace("net_ring1", "net_ring2");
+        let now = Settings::parse(&format!("{GOOD}{before}"), "old.toml").unwrap();
+        let next = Settings::parse(
+            &format!(
+                "{text}{after}\n[mempool]\ncache = 128\n[ports]\nmtu = 9000\n\
+                 rx_descriptors = 512\ntx_descriptors = 512\n\
+                 [shaping]\nsubscribers = \"a.toml\"\nflows_per_worker = 2048\n\
+                 queued_per_worker = 2048\nsubscribers_per_worker = 10\n\
+                 unknown_download = \"bandwidth 1gbit\"\nunknown_upload = \"bandwidth 1gbit\"\n\
+                 [api]\nlisten = \"127.0.0.1:9999\"\ntoken = \"0123456789abcdef0123\"\n\
+                 max_body_bytes = 8192\n"
+            ),
+            "new.toml",
+        )
+        .unwrap();
+        let changed = now.changes_to(&next);
+        let restart: Vec<&str> = changed
+            .iter()
+            .filter(|c| c.takes == Takes::Restart)
+            .map(|c| c.key)
+            .collect();
+        assert_eq!(
+            restart,
+            [
+                "eal.file_prefix",
+                "eal.args",
+                "control.core",
+                "workers.cores",
+                "mempool.mbufs",
+                "mempool.cache",
+                "ports.mtu",
+                "ports.rx_descriptors",
+                "ports.tx_descriptors",
+                "pairs",
+                "shaping.flows_per_worker",
+                "shaping.queued_per_worker",
+                "shaping.subscribers_per_worker",
+                "shaping.unknown_download",
+                "shaping.unknown_upload",
+                "api.listen",
+            ]
+        );
+        // Only the API's request checks apply at once; the rest keep their running values.
+        let running = now.with_live_keys(&next, &changed);
+        assert_eq!(running.api.token.as_deref(), Some("0123456789abcdef0123"));
+        assert_eq!(running.api.max_body_bytes, 8192);
+        let reverted = Settings {
+            api: now.api.clone(),
+            ..running
+        };
+        assert_eq!(reverted, now);
+    }
+
+    #[test]
+    fn a_token_rotates_live_but_an_exposed_api_keeps_its_token_until_a_restart() {
+        let api = |listen: &str, token: &str| {
+            let token = if token.is_empty() {
+                String::new()
+            } else {
+                format!("token = \"{token}\"\n")
+            };
+            format!("\n[api]\nlisten = \"{listen}\"\n{token}")
+        };
+        let (old, new) = ("0123456789abcdef0123", "fedcba9876543210fedc");
+        let takes = |before: &str, after: &str| {
+            let (_, _, changed) = reload_changes(before, after);
+            changed
+                .iter()
+                .find(|c| c.key == "api.token")
+                .map(|c| c.takes)
+        };
+        let exposed = "0.0.0.0:9180";
+        assert_eq!(
+            takes(&api(exposed, old), &api(exposed, new)),
+            Some(Takes::Live)
+        );
+        assert_eq!(
+            takes(&api(DEFAULT_LISTEN, ""), &api(DEFAULT_LISTEN, new)),
+            Some(Takes::Live)
+        );
+        assert_eq!(
+            takes(&api(DEFAULT_LISTEN, old), &api(DEFAULT_LISTEN, "")),
+            Some(Takes::Live)
+        );
+        // Moving to loopback and dropping the token validates, but the running socket still
+        // faces the network until a restart: the token stays.
+        assert_eq!(
+            takes(&api(exposed, old), &api(DEFAULT_LISTEN, "")),
+            Some(Takes::Restart)
+        );
+    }
+
+    #[test]
+    fn turning_shaping_on_or_off_needs_a_restart_swapping_its_file_does_not() {
+        let file = |name: &str| format!("\n[shaping]\nsubscribers = \"{name}\"\n");
+        let (_, _, on) = reload_changes("", &file("a.toml"));
+        let subscribers = ChangedKey {
+            key: "shaping.subscribers",
+            takes: Takes::Restart,
+        };
+        // The pool computed for shaping holds the queues too: it changes with it.
+        let pool = ChangedKey {
+            key: "mempool.mbufs",
+            takes: Takes::Restart,
+        };
+        assert_eq!(on, [pool, subscribers]);
+        let (_, _, off) = reload_changes(&file("a.toml"), "");
+        assert_eq!(off, [pool, subscribers]);
+        let (_, _, swapped) = reload_changes(&file("a.toml"), &file("b.json"));
+        assert_eq!(
+            swapped,
+            [ChangedKey {
+                key: "shaping.subscribers",
+                takes: Takes::Live
+            }]
         );
     }
 

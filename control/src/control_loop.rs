@@ -2,14 +2,16 @@
 //! watch, parent-node balancing, the metrics snapshot and status lines. Every step is bounded
 //! and nothing here waits for a worker longer than [`APPLY_WAIT`].
 
-use crate::api::{Call, Reply, Shared};
-use crate::config::Settings;
+use crate::api::{Access, Call, Reply, Shared};
+use crate::config::{ConfigErrors, Settings, Takes, HANDOFF_RING_FRAMES};
 use crate::handlers::{self, Asker, Context, Handled, Outcome, TopEntry, APPLY_WAIT};
 use crate::live::{LiveShaping, Sent};
+use crate::log;
 use crate::metrics::{PortSample, Snapshot, SubscriberSample, WorkerSample, REFRESH};
 use crate::nodes::{NodeBalancer, BALANCE_INTERVAL};
+use crate::registry::Refusal;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use sheetcake_dataplane::dpdk::{Mempool, Port, PortStats};
+use sheetcake_dataplane::dpdk::{Mempool, Port, PortStats, RingGauge};
 use sheetcake_dataplane::shaping::Direction;
 use sheetcake_dataplane::worker::{PublishedCounters, WorkerCounters};
 use std::collections::{HashMap, HashSet};
@@ -37,7 +39,7 @@ const TOP_KEPT: usize = 1000;
 pub struct Signals<'a> {
     /// Set by SIGINT/SIGTERM.
     pub stop: &'a AtomicBool,
-    /// Set by SIGHUP: reload the subscriber file.
+    /// Set by SIGHUP: reload the configuration and the subscriber file.
     pub reload: &'a AtomicBool,
     /// Set by SIGUSR1: print the busiest subscribers' statistics.
     pub report: &'a AtomicBool,
@@ -45,7 +47,11 @@ pub struct Signals<'a> {
 
 /// Everything the loop works with.
 pub struct ControlLoop<'a> {
-    pub settings: &'a Settings,
+    /// The configuration in force: what the box started with, and the keys a reload changed
+    /// live.
+    pub settings: Settings,
+    /// The configuration file a reload re-reads (`None` for the embedded demo).
+    pub config_path: Option<&'a std::path::Path>,
     pub ports: &'a [[Port; 2]],
     pub published: &'a [PublishedCounters],
     pub pool: &'a Mempool,
@@ -55,6 +61,9 @@ pub struct ControlLoop<'a> {
     pub balancer: Option<&'a mut NodeBalancer>,
     pub calls: Option<Receiver<Call>>,
     pub shared: Arc<Shared>,
+    /// Per worker, the handoff rings toward it (empty without shaping): the metrics show
+    /// what waits for each worker to take over.
+    pub handoff_rings: Vec<Vec<RingGauge>>,
 }
 
 /// What the metrics refresh carries from one second to the next.
@@ -94,7 +103,6 @@ impl ControlLoop<'_> {
     /// Runs until asked to stop.
     pub fn run(mut self) {
         let started = Instant::now();
-        let interval = Duration::from_secs_f64(self.settings.status_interval_seconds);
         let mut last_status = Instant::now();
         let mut last_refresh = Instant::now() - REFRESH;
         let mut last_ports: Vec<PortStats> = vec![PortStats::default(); self.ports.len() * 2];
@@ -108,13 +116,7 @@ impl ControlLoop<'_> {
         let mut pending: Vec<Pending> = Vec::new();
         // Changes sent and not yet in force at every worker.
         let mut in_flight: Vec<Sent> = Vec::new();
-        let watched: Vec<std::path::PathBuf> = match &self.live {
-            Some(live) if self.settings.shaping.watch => live
-                .source()
-                .map(|s| s.files().map(|p| p.to_path_buf()).collect())
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
+        let mut watched = self.watched();
         let mut seen = stamp(&watched);
         let mut changed_at: Option<Stamp> = None;
         let mut last_watch = Instant::now();
@@ -158,6 +160,8 @@ impl ControlLoop<'_> {
                     None
                 }
             };
+            // Whether a reload ran in this pass (it may name other files for the watch).
+            let mut reloaded = false;
             if let Some(call) = call {
                 let mut cx = Context {
                     live: self.live.as_deref_mut(),
@@ -169,6 +173,13 @@ impl ControlLoop<'_> {
                         let _ = call.reply.send(r);
                     }
                     Handled::Waiting => {}
+                    Handled::Reload => {
+                        reloaded = true;
+                        if let Some(wait) = self.reload_asked(call.reply) {
+                            in_flight.push(wait.outcome.sent.clone());
+                            pending.push(wait);
+                        }
+                    }
                     Handled::Sent(outcome) => {
                         self.after_change(&outcome.sent);
                         in_flight.push(outcome.sent.clone());
@@ -220,11 +231,13 @@ impl ControlLoop<'_> {
                         .map(|t| t.id.clone())
                         .collect();
                     let asked = live.request_signal_reports(&busiest);
-                    println!("statistics: asked the workers for the {asked} busiest subscribers");
+                    log::debug("statistics: asked the workers for the busiest subscribers")
+                        .field("subscribers", asked)
+                        .emit();
                 }
                 if let Some(reports) = live.take_signal_reports() {
                     for (id, r) in &reports {
-                        print!("{}", crate::report::format(id, r));
+                        log::report(&crate::report::format(id, r));
                     }
                 }
             }
@@ -236,7 +249,7 @@ impl ControlLoop<'_> {
                 // written is not read half-way.
                 if now != seen {
                     if changed_at.as_ref() == Some(&now) {
-                        println!("watch: the subscriber source changed; reloading");
+                        log::info("watch: the subscriber source changed; reloading").emit();
                         seen = now;
                         changed_at = None;
                         reload = true;
@@ -246,10 +259,22 @@ impl ControlLoop<'_> {
                 }
             }
             if reload {
-                if let Some(sent) = self.reload() {
+                reloaded = true;
+                if let Ok(Some(sent)) = self.reload() {
                     in_flight.push(sent);
                 }
             }
+            if reloaded {
+                // A reload may have named other files, or turned the watch on or off.
+                let now = self.watched();
+                if now != watched {
+                    watched = now;
+                    seen = stamp(&watched);
+                    changed_at = None;
+                }
+            }
+            // Read each time: a reload may change it.
+            let interval = Duration::from_secs_f64(self.settings.status_interval_seconds);
             if !interval.is_zero() && last_status.elapsed() >= interval {
                 let secs = last_status.elapsed().as_secs_f64();
                 last_status = Instant::now();
@@ -288,20 +313,31 @@ impl ControlLoop<'_> {
             let reload = !sent.checked_in.is_zero();
             if reload || took >= APPLY_WAIT {
                 let s = sent.summary;
-                println!(
-                    "{}: in force at every worker {:.3} s after it was accepted ({} added, {} \
-                     removed, {} changed, {} unchanged; read and checked in {:.3} s, planned in \
-                     {:.3} s, sent in {:.3} s)",
+                log::info(format!(
+                    "{}: in force at every worker {:.3} s after it was accepted",
                     if reload { "reload" } else { "change" },
                     took.as_secs_f64(),
-                    s.added,
-                    s.removed,
-                    s.changed,
-                    s.unchanged,
-                    sent.checked_in.as_secs_f64(),
-                    sent.planned_in.as_secs_f64(),
-                    (sent.took - sent.checked_in - sent.planned_in).as_secs_f64(),
-                );
+                ))
+                .field("added", s.added)
+                .field("removed", s.removed)
+                .field("changed", s.changed)
+                .field("unchanged", s.unchanged)
+                .field(
+                    "checked_s",
+                    format_args!("{:.3}", sent.checked_in.as_secs_f64()),
+                )
+                .field(
+                    "planned_s",
+                    format_args!("{:.3}", sent.planned_in.as_secs_f64()),
+                )
+                .field(
+                    "sent_s",
+                    format_args!(
+                        "{:.3}",
+                        (sent.took - sent.checked_in - sent.planned_in).as_secs_f64()
+                    ),
+                )
+                .emit();
             }
             false
         });
@@ -324,31 +360,129 @@ impl ControlLoop<'_> {
         });
     }
 
-    fn reload(&mut self) -> Option<Sent> {
-        let Some(live) = self.live.as_deref_mut() else {
-            println!("reload: no subscriber file to reload");
-            return None;
+    /// A reload asked through the API: answered at once when refused or without shaping;
+    /// otherwise the answer waits for the workers (the returned [`Pending`]).
+    fn reload_asked(&mut self, reply: Sender<Reply>) -> Option<Pending> {
+        let answer = match self.reload() {
+            Ok(Some(sent)) => {
+                let outcome = Outcome {
+                    sent,
+                    created: false,
+                };
+                return Some(Pending { outcome, reply });
+            }
+            Ok(None) => Reply::json(
+                200,
+                &serde_json::json!({
+                    "applied": true, "added": 0, "removed": 0, "changed": 0, "unchanged": 0,
+                }),
+            ),
+            Err(ReloadRefused::Config(errors)) => Reply::error(
+                422,
+                "the configuration file is not valid; nothing changed",
+                &errors.0,
+            ),
+            Err(ReloadRefused::Subscribers(r)) => handlers::refusal(r),
         };
-        match live.reload() {
-            Ok(sent) => {
-                let s = sent.summary;
-                println!(
-                    "reload: {} added, {} removed, {} changed, {} unchanged; sent to the workers \
-                     in {:.1} ms",
-                    s.added,
-                    s.removed,
-                    s.changed,
-                    s.unchanged,
-                    sent.took.as_secs_f64() * 1e3
-                );
-                self.after_change(&sent);
-                Some(sent)
-            }
-            Err(e) => {
-                println!("reload refused, nothing changed:\n{e}");
-                None
-            }
+        let _ = reply.send(answer);
+        None
+    }
+
+    /// The subscriber files the watch follows now (none when it is off).
+    fn watched(&self) -> Vec<std::path::PathBuf> {
+        match &self.live {
+            Some(live) if self.settings.shaping.watch => live
+                .source()
+                .map(|s| s.files().map(|p| p.to_path_buf()).collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
         }
+    }
+
+    /// A reload (SIGHUP, `POST /v1/reload`, the watch): re-reads and validates the whole
+    /// configuration file, then the subscriber source it names, and applies both or nothing.
+    /// Keys that only the control thread reads change at once; the others keep their running
+    /// values until a restart, and the log names them. Returns the change sent to the workers
+    /// (`None` without shaping).
+    fn reload(&mut self) -> Result<Option<Sent>, ReloadRefused> {
+        let next = match self.config_path {
+            Some(path) => match Settings::load(path) {
+                Ok(next) => Some(next),
+                Err(errors) => {
+                    log::error("reload refused, nothing changed: the configuration is not valid")
+                        .field("file", path.display())
+                        .field("errors", errors.0.len())
+                        .emit();
+                    for e in &errors.0 {
+                        log::error(e.to_string()).emit();
+                    }
+                    return Err(ReloadRefused::Config(errors));
+                }
+            },
+            None => None,
+        };
+        let changed = next
+            .as_ref()
+            .map(|next| self.settings.changes_to(next))
+            .unwrap_or_default();
+        let running = match &next {
+            Some(next) => self.settings.with_live_keys(next, &changed),
+            None => self.settings.clone(),
+        };
+        let sent = match self.live.as_deref_mut() {
+            Some(live) => match live.reload_from(
+                running.shaping.source.clone(),
+                running.shaping.defaults.clone(),
+            ) {
+                Ok(sent) => Some(sent),
+                Err(refusal) => {
+                    log_refusal(&refusal);
+                    return Err(ReloadRefused::Subscribers(refusal));
+                }
+            },
+            None => None,
+        };
+        self.settings = running;
+        *self.shared.access.lock() = Access::of(&self.settings.api);
+        let keys = |takes: Takes| {
+            changed
+                .iter()
+                .filter(|c| c.takes == takes)
+                .map(|c| c.key)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let (live_keys, restart_keys) = (keys(Takes::Live), keys(Takes::Restart));
+        if !live_keys.is_empty() {
+            log::info("reload: configuration changes applied")
+                .field("keys", live_keys)
+                .emit();
+        }
+        if !restart_keys.is_empty() {
+            log::warning(
+                "reload: these configuration keys changed but need a restart; their running \
+                 values stay until then",
+            )
+            .field("keys", restart_keys)
+            .emit();
+        }
+        match &sent {
+            Some(sent) => {
+                let s = sent.summary;
+                log::info(format!(
+                    "reload: {} added, {} removed, {} changed, {} unchanged",
+                    s.added, s.removed, s.changed, s.unchanged,
+                ))
+                .field(
+                    "sent_ms",
+                    format_args!("{:.1}", sent.took.as_secs_f64() * 1e3),
+                )
+                .emit();
+                self.after_change(sent);
+            }
+            None => log::info("reload: no subscriber file to reload").emit(),
+        }
+        Ok(sent)
     }
 
     /// Samples everything for the next scrape, ranks the busiest subscribers, and asks their
@@ -515,6 +649,7 @@ impl ControlLoop<'_> {
                 let cycles = now.total_cycles.saturating_sub(prev.total_cycles).max(1);
                 let busy = now.busy_cycles.saturating_sub(prev.busy_cycles);
                 last_workers[w] = now;
+                let rings = self.handoff_rings.get(w).map_or(&[][..], Vec::as_slice);
                 WorkerSample {
                     worker: w,
                     core: self.settings.worker_cores[w],
@@ -526,6 +661,13 @@ impl ControlLoop<'_> {
                         .live
                         .as_deref()
                         .map_or(0, |l| l.channels()[w].depth()),
+                    queued_limit: if self.live.is_some() {
+                        u64::from(self.settings.shaping.queued_per_worker)
+                    } else {
+                        0
+                    },
+                    handoff_waiting: rings.iter().map(RingGauge::len).sum(),
+                    handoff_capacity: rings.len() * HANDOFF_RING_FRAMES as usize,
                 }
             })
             .collect();
@@ -552,7 +694,7 @@ impl ControlLoop<'_> {
             let (pair, side) = pair;
             let now = port.stats();
             let prev = last_ports[i];
-            println!(
+            log::info(format!(
                 "[{t:8.1}s] port {}/{side:<6} rx {:>12} ({}, {})  tx {:>12} ({}, {})  missed {} rx-errors {} no-mbuf {}",
                 pair.name,
                 now.rx_packets,
@@ -564,7 +706,8 @@ impl ControlLoop<'_> {
                 now.rx_missed,
                 now.rx_errors,
                 now.rx_no_mbuf,
-            );
+            ))
+            .emit();
             last_ports[i] = now;
         }
         for (w, counters) in self.published.iter().enumerate() {
@@ -573,7 +716,7 @@ impl ControlLoop<'_> {
             let cycles = now.total_cycles.saturating_sub(prev.total_cycles).max(1);
             let busy = now.busy_cycles - prev.busy_cycles;
             let packets = now.rx_packets - prev.rx_packets;
-            println!(
+            log::info(format!(
                 "[{t:8.1}s] worker {w} core {:<3} rx {:>12} tx {:>12} shaped {:>12} unshaped {:>12} handed_off {:>10} taken_over {:>10} queued {:>6} flows {:>6} dropped {:>8}  busy {:5.1}%  {} cycles/packet",
                 self.settings.worker_cores[w],
                 now.rx_packets,
@@ -587,12 +730,13 @@ impl ControlLoop<'_> {
                 now.dropped_total(),
                 100.0 * busy as f64 / cycles as f64,
                 busy.checked_div(packets).map_or("-".into(), |c| c.to_string()),
-            );
+            ))
+            .emit();
             last_workers[w] = now;
         }
         if let Some(balancer) = self.balancer.as_deref() {
             for share in balancer.status() {
-                println!(
+                log::info(format!(
                     "[{t:8.1}s] node {} {:<8} {} of {} arriving, {} of {} members limited, \
                      each at {:.0}% of its plan",
                     share.node,
@@ -605,8 +749,34 @@ impl ControlLoop<'_> {
                     share.limited,
                     share.members,
                     100.0 * share.level,
-                );
+                ))
+                .emit();
             }
+        }
+    }
+}
+
+/// Why a reload changed nothing.
+enum ReloadRefused {
+    /// The configuration file is not valid.
+    Config(ConfigErrors),
+    /// The subscriber source is not valid or does not fit.
+    Subscribers(Refusal),
+}
+
+/// Logs a refused subscriber reload: a summary line, then one line per error.
+fn log_refusal(refusal: &Refusal) {
+    match refusal {
+        Refusal::Invalid(errors) | Refusal::Conflict(errors) => {
+            log::error("reload refused, nothing changed: the subscriber source is not valid")
+                .field("errors", errors.len())
+                .emit();
+            for e in errors {
+                log::error(e.to_string()).emit();
+            }
+        }
+        Refusal::NotFound(m) | Refusal::Full(m) => {
+            log::error(format!("reload refused, nothing changed: {m}")).emit();
         }
     }
 }

@@ -87,7 +87,7 @@ enum CtlCommand {
         #[arg(long)]
         replace: bool,
     },
-    /// Reload the configured subscriber file.
+    /// Reload the configuration file and the subscriber file it names (as SIGHUP does).
     Reload,
     /// A refreshing view of the busiest subscribers (Ctrl-C stops it; --once prints it once).
     Watch {

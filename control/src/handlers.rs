@@ -104,7 +104,8 @@ fn summary_json(sent: &Sent, applied: bool) -> Json {
     })
 }
 
-fn refusal(r: Refusal) -> Reply {
+/// The answer to a change refused whole.
+pub fn refusal(r: Refusal) -> Reply {
     match r {
         Refusal::Invalid(e) => {
             Reply::error(422, "the change is not valid; nothing was applied", &e)
@@ -336,7 +337,11 @@ fn workers_json(s: &Snapshot) -> Json {
                 "received_packets": c.rx_packets, "sent_packets": c.tx_packets,
                 "shaped_packets": c.shaped_packets, "unshaped_packets": c.unshaped_packets,
                 "handed_off_packets": c.handed_off, "taken_over_packets": c.taken_over,
-                "queued_packets": c.queued, "flows": c.flows_in_use,
+                "queued_packets": c.queued, "queued_limit_packets": w.queued_limit,
+                "tx_waiting_packets": c.tx_waiting,
+                "handoff_ring_packets": w.handoff_waiting,
+                "handoff_ring_capacity_packets": w.handoff_capacity,
+                "mbufs_in_use": w.mbufs_in_use(), "flows": c.flows_in_use,
                 "subscribers": w.subscribers, "command_queue_depth": w.command_queue_depth,
                 "dropped_packets": drops,
             })
@@ -371,6 +376,9 @@ pub enum Handled {
     Sent(Outcome),
     /// The answer comes with the worker's report.
     Waiting,
+    /// A reload: the control loop re-reads the configuration file and the subscriber source
+    /// (it holds the running configuration) and answers.
+    Reload,
 }
 
 /// Handles one call. Changes come back as [`Handled::Sent`] for the caller to wait on (and to
@@ -383,6 +391,8 @@ pub fn handle(route: Route, reply: &Sender<Reply>, cx: &mut Context<'_>) -> Hand
         None => match route {
             Route::Workers => R(Reply::json(200, &workers_json(cx.snapshot))),
             Route::Ports => R(Reply::json(200, &ports_json(cx.snapshot))),
+            // The configuration can be reloaded without shaping.
+            Route::Reload => Handled::Reload,
             _ => R(Reply::message(
                 503,
                 "this box bridges without shaping: set [shaping] subscribers in the \
@@ -533,7 +543,7 @@ fn shaping(
             Ok(changes) => sent(live.merge(changes, BODY), false),
             Err(reply) => R(reply),
         },
-        Route::Reload => sent(live.reload(), false),
+        Route::Reload => Handled::Reload,
         Route::ListNodes => {
             let nodes: Vec<Json> = live.registry().nodes().map(node_json).collect();
             R(Reply::json(200, &json!({ "nodes": nodes })))
@@ -612,6 +622,7 @@ mod tests {
                 (r.status, serde_json::from_str(&r.body).unwrap())
             }
             Handled::Waiting => panic!("no statistics asked for"),
+            Handled::Reload => panic!("no reload asked for"),
         }
     }
 

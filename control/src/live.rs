@@ -337,20 +337,28 @@ impl<R> LiveShaping<R> {
         Ok(self.execute(plan, started, Duration::ZERO))
     }
 
-    /// Re-reads the subscriber source and applies the difference. Nothing is applied when it
-    /// is invalid or does not fit the workers' slots.
-    pub fn reload(&mut self) -> Result<Sent, Refusal> {
-        let Some(source) = &self.source else {
+    /// Reads `source` with `defaults` (a reload's, which may name another file or other
+    /// defaults than the running ones) and applies the difference; from then on they are
+    /// the source and defaults. Nothing is applied, and the running source and defaults stay,
+    /// when it is invalid or does not fit the workers' slots.
+    pub fn reload_from(
+        &mut self,
+        source: Option<SubscriberSource>,
+        defaults: Defaults,
+    ) -> Result<Sent, Refusal> {
+        let Some(file) = &source else {
             return Err(Refusal::NotFound(
                 "the embedded demo has no subscriber file to reload".into(),
             ));
         };
         let started = Instant::now();
-        let set = source
-            .load(&self.defaults)
-            .map_err(|e| Refusal::Invalid(e.0))?;
+        let set = file.load(&defaults).map_err(|e| Refusal::Invalid(e.0))?;
         let checked_in = started.elapsed();
         let plan = self.registry.replace(set)?;
+        // The idle instances stay as the workers built them: `idle` describes what the empty
+        // slots hold, not the new defaults.
+        self.source = source;
+        self.defaults = defaults;
         Ok(self.execute(plan, started, checked_in))
     }
 

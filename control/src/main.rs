@@ -11,8 +11,10 @@ mod handlers;
 mod json_source;
 mod libreqos;
 mod live;
+mod log;
 mod metrics;
 mod nodes;
+mod preflight;
 mod records;
 mod registry;
 mod report;
@@ -57,14 +59,14 @@ fn main() -> ExitCode {
     let settings = match &args.config {
         Some(path) => Settings::load(path),
         None => {
-            eprintln!("sheetcake: no --config given, using the embedded demo configuration");
+            log::info("no --config given, using the embedded demo configuration").emit();
             Settings::parse(EMBEDDED_DEMO, "<embedded demo>")
         }
     };
     let settings = match settings {
         Ok(settings) => settings,
         Err(errors) => {
-            eprintln!("sheetcake: the configuration is not valid:\n{errors}");
+            log_errors("the configuration is not valid", &errors);
             return ExitCode::from(2);
         }
     };
@@ -78,7 +80,7 @@ fn main() -> ExitCode {
             ) {
                 Ok(set) => Some(set),
                 Err(errors) => {
-                    eprintln!("sheetcake: the demo subscribers are not valid:\n{errors}");
+                    log_errors("the demo subscribers are not valid", &errors);
                     return ExitCode::from(2);
                 }
             }
@@ -86,46 +88,74 @@ fn main() -> ExitCode {
         Some(source) => match source.load(defaults) {
             Ok(set) => Some(set),
             Err(errors) => {
-                eprintln!("sheetcake: the subscriber source is not valid:\n{errors}");
+                log_errors("the subscriber source is not valid", &errors);
                 return ExitCode::from(2);
             }
         },
         None => None,
     };
+    // What the machine lacks for this configuration (hugepages, NIC drivers), said before the
+    // EAL would fail on it with a page of its own lines.
+    let problems = preflight::check(&settings, std::path::Path::new("/"));
     if args.check_config {
-        println!("configuration {} is valid", settings.source);
-        println!("  EAL arguments: {}", settings.eal_args.join(" "));
-        println!(
+        let say = |line: String| log::info(line).emit();
+        say(format!("configuration {} is valid", settings.source));
+        say(format!("  EAL arguments: {}", settings.eal_args.join(" ")));
+        say(format!(
             "  workers on cores {:?}, control on core {}",
             settings.worker_cores, settings.control_core
-        );
-        println!(
+        ));
+        say(format!(
             "  mempool: {} mbufs of {} bytes, cache {}",
             settings.mbufs, settings.mbuf_data_room, settings.mbuf_cache
-        );
+        ));
         for pair in &settings.pairs {
-            println!(
+            say(format!(
                 "  pair {}: core {} <-> access {}",
                 pair.name,
                 pair.ports[0].port_name(),
                 pair.ports[1].port_name()
-            );
+            ));
         }
-        match &subscribers {
-            Some(set) => println!(
+        say(match &subscribers {
+            Some(set) => format!(
                 "  shaping {} subscribers ({} addresses and prefixes)",
                 set.subscribers.len(),
                 set.addresses.len()
             ),
-            None => println!("  no subscriber file: bridging without shaping"),
+            None => "  no subscriber file: bridging without shaping".into(),
+        });
+        if !problems.is_empty() {
+            log_problems("this machine is not ready to run it", &problems);
+            return ExitCode::from(1);
         }
         return ExitCode::SUCCESS;
     }
-    match appliance::run(&settings, subscribers) {
+    if !problems.is_empty() {
+        log_problems("cannot start", &problems);
+        return ExitCode::from(1);
+    }
+    match appliance::run(&settings, args.config.as_deref(), subscribers) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("sheetcake: {err}");
+            log::error(err.to_string()).emit();
             ExitCode::from(err.exit_code())
         }
+    }
+}
+
+/// Logs a refused file: what was refused and how many errors, then one line per error.
+fn log_errors(what: &str, errors: &config::ConfigErrors) {
+    log::error(what).field("errors", errors.0.len()).emit();
+    for e in &errors.0 {
+        log::error(e.to_string()).emit();
+    }
+}
+
+/// Logs what the machine lacks: a summary, then one line per problem with what to run.
+fn log_problems(what: &str, problems: &[preflight::MachineProblem]) {
+    log::error(what).field("problems", problems.len()).emit();
+    for p in problems {
+        log::error(p.to_string()).emit();
     }
 }

@@ -47,6 +47,24 @@ pub struct WorkerSample {
     pub subscribers: usize,
     /// Commands queued for it and not yet applied.
     pub command_queue_depth: usize,
+    /// Frames it may hold queued in its CAKE instances (`[shaping] queued_per_worker`; 0
+    /// without shaping).
+    pub queued_limit: u64,
+    /// Frames waiting in the handoff rings toward it: handed off by other workers and not
+    /// yet taken over.
+    pub handoff_waiting: usize,
+    /// What those rings hold at most.
+    pub handoff_capacity: usize,
+}
+
+impl WorkerSample {
+    /// The packet buffers this worker holds or has waiting for it: queued in its CAKE
+    /// instances, waiting in its TX backlogs and outboxes, and in the handoff rings toward it.
+    /// Its RX and TX descriptor rings are not counted (the NIC holds those, full all the time
+    /// on RX); the configuration bounds them.
+    pub fn mbufs_in_use(&self) -> u64 {
+        self.counters.queued + self.counters.tx_waiting + self.handoff_waiting as u64
+    }
 }
 
 /// One exported subscriber's last statistics.
@@ -215,7 +233,7 @@ pub fn encode(s: &Snapshot) -> String {
     }
 
     type WorkerField = fn(&WorkerSample) -> f64;
-    let worker_fields: [(&str, &str, bool, WorkerField); 12] = [
+    let worker_fields: [(&str, &str, bool, WorkerField); 17] = [
         (
             "busy_ratio",
             "Share of the last second the worker spent moving frames (0 to 1).",
@@ -260,9 +278,41 @@ pub fn encode(s: &Snapshot) -> String {
         ),
         (
             "queued_packets",
-            "Frames queued in the worker's CAKE instances.",
+            "Frames (packet buffers) queued in the worker's CAKE instances.",
             false,
             |w| w.counters.queued as f64,
+        ),
+        (
+            "queued_limit_packets",
+            "Frames the worker may hold queued ([shaping] queued_per_worker; 0 without shaping).",
+            false,
+            |w| w.queued_limit as f64,
+        ),
+        (
+            "tx_waiting_packets",
+            "Frames waiting in the worker's TX backlogs (the port's TX queue was full) and \
+             outboxes to other workers.",
+            false,
+            |w| w.counters.tx_waiting as f64,
+        ),
+        (
+            "handoff_ring_packets",
+            "Frames waiting in the handoff rings toward the worker (from other workers).",
+            false,
+            |w| w.handoff_waiting as f64,
+        ),
+        (
+            "handoff_ring_capacity_packets",
+            "Frames the handoff rings toward the worker hold at most.",
+            false,
+            |w| w.handoff_capacity as f64,
+        ),
+        (
+            "mbufs_in_use",
+            "Packet buffers the worker holds or has waiting for it: queued, TX-waiting and in \
+             the handoff rings toward it (descriptor rings not included; see docs/metrics.md).",
+            false,
+            |w| w.mbufs_in_use() as f64,
         ),
         ("flows", "Flow entries in use.", false, |w| {
             w.counters.flows_in_use as f64
@@ -448,7 +498,11 @@ mod tests {
     fn every_family_follows_the_naming_conventions() {
         let mut report = sheetcake_dataplane::shaping::SubscriberReport::default();
         report.directions[0].stats.sent_bytes = 1234;
-        let mut counters = WorkerCounters::default();
+        let mut counters = WorkerCounters {
+            queued: 40,
+            tx_waiting: 5,
+            ..WorkerCounters::default()
+        };
         // Voice of diffserv4 (internal tin 3), upload.
         let voice = usize::from(sheetcake_cake::tins::tin_class(
             sheetcake_cake::config::TinMode::Diffserv4,
@@ -468,6 +522,9 @@ mod tests {
                 hz: 1_000_000_000,
                 subscribers: 1,
                 command_queue_depth: 0,
+                queued_limit: 16_384,
+                handoff_waiting: 3,
+                handoff_capacity: 256,
             }],
             exported: vec![SubscriberSample {
                 id: "cust \"7\"".into(),
@@ -490,6 +547,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sheetcake_worker_busy_ratio{worker=\"0\",core=\"1\"} 0.5"));
+        // A worker's buffers: 40 queued in CAKE, 5 waiting for TX, 3 in the rings toward it.
+        assert!(text.contains("sheetcake_worker_handoff_ring_packets{worker=\"0\",core=\"1\"} 3"));
+        assert!(text.contains("sheetcake_worker_mbufs_in_use{worker=\"0\",core=\"1\"} 48"));
+        assert!(
+            text.contains("sheetcake_worker_queued_limit_packets{worker=\"0\",core=\"1\"} 16384")
+        );
         // Tins: summed per direction and class, only the classes that carried traffic.
         assert!(
             text.contains("sheetcake_tin_sent_packets_total{direction=\"upload\",tin=\"Voice\"} 7")

@@ -153,6 +153,9 @@ pub struct WorkerCounters {
     pub dropped: [u64; DROP_REASONS],
     /// Frames queued in this worker's CAKE instances now.
     pub queued: u64,
+    /// Frames waiting in this worker's TX backlogs (the port's TX queue would not take them
+    /// yet) and in its outboxes to other workers, at the last publication.
+    pub tx_waiting: u64,
     /// Flow entries of the worker's pool in use now (held by active and recently active
     /// instances; an instance idle for [`REST_AFTER_NS`] gives its back).
     pub flows_in_use: u64,
@@ -228,7 +231,7 @@ impl WorkerCounters {
 }
 
 /// Counters published before the drop reasons.
-const PLAIN_COUNTERS: usize = 11;
+const PLAIN_COUNTERS: usize = 12;
 
 /// Published words: the plain counters, the drop reasons, then the tins.
 const COUNTER_WORDS: usize = PLAIN_COUNTERS + DROP_REASONS + 2 * TIN_CLASSES * TinCounters::WORDS;
@@ -248,6 +251,7 @@ impl WorkerCounters {
             self.iterations,
             self.busy_cycles,
             self.total_cycles,
+            self.tx_waiting,
         ];
         let tins = self.tins.iter().flatten().flat_map(|t| {
             [t.sent_packets, t.sent_bytes, t.ecn_marked]
@@ -288,6 +292,7 @@ impl WorkerCounters {
             iterations: v[8],
             busy_cycles: v[9],
             total_cycles: v[10],
+            tx_waiting: v[11],
             dropped,
             tins,
         }
@@ -584,9 +589,14 @@ impl<'port, 'shared> Worker<'port, 'shared> {
             iteration_start = cycles;
             if cycles >= next_publish {
                 self.counters.total_cycles = cycles_before + (cycles - started);
+                // What the worker holds between two loops, for the control thread's view of
+                // where the buffers are: a few lengths read every publication, not per frame.
+                let mut waiting: usize = self.pending.iter().map(MbufBuffer::len).sum();
                 if let Some(shaper) = &self.shaper {
                     self.counters.flows_in_use = shaper.pool.in_use() as u64;
+                    waiting += shaper.outbox.iter().map(MbufBuffer::len).sum::<usize>();
                 }
+                self.counters.tx_waiting = waiting as u64;
                 self.published.publish(&self.counters);
                 next_publish = cycles + self.publish_every_cycles;
             }
@@ -605,6 +615,8 @@ impl<'port, 'shared> Worker<'port, 'shared> {
                 self.counters.dropped[DropReason::Shutdown as usize] += 1;
             }
         }
+        // The outboxes are emptied just below.
+        self.counters.tx_waiting = 0;
         if let Some(shaper) = &mut self.shaper {
             let dropped = &mut self.counters.dropped;
             for out in &mut shaper.outbox {

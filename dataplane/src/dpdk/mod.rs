@@ -20,7 +20,7 @@ pub use eal::{tsc, tsc_hz, Eal, LcoreRegistration};
 pub use mbuf::{Mbuf, MbufBuffer, MbufQueue, MBUF_PRIVATE_BYTES};
 pub use mempool::{Mempool, MempoolConfig};
 pub use port::{Port, PortConfig, PortStats, RxQueue, TxQueue};
-pub use ring::{mbuf_ring, RingConsumer, RingPort, RingPortEnds, RingProducer};
+pub use ring::{mbuf_ring, RingConsumer, RingGauge, RingPort, RingPortEnds, RingProducer};
 pub use sched::{SchedConfig, SchedPort};
 
 use std::ffi::CStr;

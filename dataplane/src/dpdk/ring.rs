@@ -146,6 +146,35 @@ impl RingConsumer {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// A read-only view of how full the ring is, for another thread to sample while a worker
+    /// owns this end: it reads the ring's two indices and nothing else, so it never waits and
+    /// never moves a frame.
+    pub fn gauge(&self) -> RingGauge {
+        RingGauge {
+            ring: Arc::clone(&self.ring),
+        }
+    }
+}
+
+/// How many frames wait in a ring, seen from outside its producer and consumer (the control
+/// thread's metrics). Keeps the ring alive, not its frames: whatever the ring still holds when
+/// the last handle goes is freed as usual.
+pub struct RingGauge {
+    ring: Arc<RingInner>,
+}
+
+impl RingGauge {
+    /// Frames waiting in the ring now (a snapshot: the workers keep moving them).
+    pub fn len(&self) -> usize {
+        // SAFETY: reading the count of a valid ring is allowed from any thread.
+        unsafe { dpdk_sys::rte_ring_count(self.ring.raw.as_ptr()) as usize }
+    }
+
+    /// True when no frame waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The caller's ends of a [`RingPort`]: what is sent into `inject[q]` arrives on the port's RX

@@ -358,7 +358,11 @@ impl ReadyQueue {
     /// The `n` oldest waiting (fewer when fewer wait), oldest first, left in the queue.
     #[inline]
     pub fn oldest(&self, n: usize) -> impl Iterator<Item = u32> + '_ {
-        (0..n.min(self.len)).map(|k| self.ring[(self.head + k) % self.ring.len()])
+        // The two runs of the ring, before and after its wrap: no division per entry.
+        let n = n.min(self.len);
+        let first = &self.ring[self.head..(self.head + n).min(self.ring.len())];
+        let wrapped = &self.ring[..n - first.len()];
+        first.iter().chain(wrapped).copied()
     }
 
     /// Instances waiting.
@@ -445,6 +449,26 @@ mod tests {
             [0, 3, 2, 1]
         );
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn the_oldest_are_read_in_order_across_the_wrap_and_stay_queued() {
+        let mut q = ReadyQueue::new(4);
+        for id in [0, 1, 2] {
+            q.push(id);
+        }
+        assert_eq!((q.pop(), q.pop()), (Some(0), Some(1)));
+        // The ring now holds 2 at its third slot, 3 at its fourth and 0 at its first.
+        q.push(3);
+        q.push(0);
+        assert_eq!(q.oldest(2).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(q.oldest(10).collect::<Vec<_>>(), [2, 3, 0]);
+        assert_eq!(q.len(), 3);
+        assert_eq!(
+            std::iter::from_fn(|| q.pop()).collect::<Vec<_>>(),
+            [2, 3, 0]
+        );
+        assert_eq!(q.oldest(4).count(), 0);
     }
 
     #[test]

@@ -760,19 +760,18 @@ fn shaping_suite(
                 .join(", ")
         }
     );
-    // First, before any case frees memory the allocator could hand back unseen: the idle
-    // subscribers, then the active flows (whose flow pools are fresh mappings of their own,
-    // each larger than what the allocator keeps for reuse).
+    // First, before any case frees memory the allocator could hand back unseen: the active
+    // flows, and the idle subscribers while the active flows' workers still hold theirs.
     println!(
-        "  measuring the memory of {idle_subscribers} idle subscribers and of {ACTIVE_FLOW_SUBSCRIBERS} subscribers' active flows..."
+        "  measuring the memory of {ACTIVE_FLOW_SUBSCRIBERS} subscribers' active flows and of {idle_subscribers} idle subscribers..."
     );
-    let idle = shaped::idle_memory(eal, hz, pool, idle_subscribers);
-    let active_flows = shaped::active_flow_memory(
+    let (active_flows, idle) = shaped::active_flow_memory(
         eal,
         hz,
         plan.single_core(),
         ACTIVE_FLOW_SUBSCRIBERS,
         ACTIVE_FLOWS,
+        || shaped::idle_memory(eal, hz, pool, idle_subscribers),
     );
     let per_subscriber = idle as f64 / f64::from(idle_subscribers);
     let mut count = 0;

@@ -120,12 +120,13 @@ pub struct Measured {
 /// every frame through enqueue, the AQM, the shaper and the timer wheel. A worker is bound
 /// when [`BOUND_SHARE`] of the instances of its subscribers in the traffic's direction hold
 /// frames at the window's start and at its end (each is served by its shaper's clock, not by
-/// arrivals), or, where it has more instances than its budget can give a frame each, when it
-/// drops [`BOUND_DROP_SHARE`] of what it receives: queues are bounded, so what arrives and
-/// does not leave is dropped, and drops of that size say the arrivals exceed the rates. (At
-/// a million subscribers the budget is full most of the time but not all: the shapers of
-/// subscribers that received their first frames together come due together, and their
-/// departures empty part of the budget at once.)
+/// arrivals), or when it drops [`BOUND_DROP_SHARE`] of what it receives: queues are bounded,
+/// so what arrives and does not leave is dropped, and drops of that size say the arrivals
+/// exceed the rates and fill the budget (which then takes frames from the subscribers holding
+/// the most: with more subscribers than the budget has frames, as at a million, most hold
+/// none at any moment). The budget is full most of the time then, but not all: shapers of
+/// subscribers whose first frames came together come due together, and their departures free
+/// part of the budget at once.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Binding {
     /// Share of the window's milliseconds (one per published count) in which the worker
@@ -804,17 +805,18 @@ pub fn active_flows_mbufs(n: u32, flows: u32) -> u32 {
 /// memory, so neither can reuse what the other freed. The difference of their resident
 /// growth, read while they forward, over the difference of the flow entries they hold. Each
 /// worker's flow pool is sized for its flows, as the appliance sizes it, so a flow's entry is
-/// in the growth. Run it before the cases, which free memory the allocator can hand back
-/// without the process growing (only the idle measurement comes first: what it frees is mostly
-/// large mappings, given back to the kernel). Never 0 by accident: a figure that is not
-/// positive, or flows that were not active, are an error that says so.
-pub fn active_flow_memory(
+/// in the growth. Run it first: memory freed before can be handed back by the allocator
+/// without the process growing. `meanwhile` (the idle measurement) runs while both workers
+/// still hold their memory, so it cannot reuse theirs either. Never 0 by accident: a figure
+/// that is not positive, or flows that were not active, are an error that says so.
+pub fn active_flow_memory<T>(
     eal: &'static Eal,
     hz: u64,
     core: usize,
     n: u32,
     flows: u32,
-) -> Result<ActiveFlows, String> {
+    meanwhile: impl FnOnce() -> T,
+) -> (Result<ActiveFlows, String>, T) {
     // Before the first reading: the pool's memory is touched as it is built.
     let pool = Mempool::new(
         eal,
@@ -825,7 +827,7 @@ pub fn active_flow_memory(
             data_room: ACTIVE_FLOWS_DATA_ROOM,
         },
     )
-    .map_err(|e| format!("no pool for the active flows: {e}"))?;
+    .unwrap_or_else(|e| panic!("{e}"));
     let counts = [1, flows];
     let mut rigs: Vec<(Rig, RigEnds)> = counts
         .iter()
@@ -875,7 +877,19 @@ pub fn active_flow_memory(
         kept.push(worker);
         seen.push((in_use, grown));
     }
-    let [(one_flows, one_grown), (many_flows, many_grown)] = [seen[0], seen[1]];
+    let other = meanwhile();
+    drop(kept);
+    (active_flows(n, flows, seen[0], seen[1]), other)
+}
+
+/// Bytes per active flow from the (flow entries in use, resident growth) of the workers with
+/// one flow per subscriber and with `flows`.
+fn active_flows(
+    n: u32,
+    flows: u32,
+    (one_flows, one_grown): (u64, u64),
+    (many_flows, many_grown): (u64, u64),
+) -> Result<ActiveFlows, String> {
     let from = format!(
         "{n} subscribers x {flows} flows ({many_flows} flow entries in use, {:.1} MB \
          resident growth) against x 1 ({one_flows} entries, {:.1} MB)",
@@ -986,6 +1000,16 @@ mod tests {
             worker(1_000, 1_000, 100, 0),
             worker(1_000, 0, 100, 0)
         ]));
+    }
+
+    #[test]
+    fn bytes_per_active_flow_are_never_zero_by_accident() {
+        // 63 more flows for each of 10 subscribers, 63,000 bytes more: 100 bytes each.
+        let a = active_flows(10, 64, (10, 1_000), (640, 64_000)).unwrap();
+        assert_eq!(a.bytes, 100.0);
+        // Flows that were not all active, or no growth, give no figure.
+        assert!(active_flows(10, 64, (10, 1_000), (100, 64_000)).is_err());
+        assert!(active_flows(10, 64, (10, 64_000), (640, 64_000)).is_err());
     }
 
     /// The one test of this binary that starts an EAL (a process has one).

@@ -119,7 +119,8 @@ struct Args {
     /// subscriber sweep).
     #[arg(long, value_delimiter = ',', default_value = "8,64")]
     flows: Vec<u32>,
-    /// Seconds each shaping case is measured (after a second of warm-up).
+    /// Seconds each shaping case is measured, after a second of warm-up (a shaped case warms
+    /// up until its rates bind, 30 s at most).
     #[arg(long, default_value_t = 3.0)]
     shaping_seconds: f64,
     /// Subscribers whose idle memory is measured.

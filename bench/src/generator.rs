@@ -6,10 +6,12 @@
 //! source port `1024 + f`. Frames go round the subscribers first, then the flows, so every
 //! subscriber receives one frame in `N` and every flow one in `N * M`. Downloads enter the
 //! core port with the subscriber as destination, uploads the access port with the subscriber
-//! as source. A [`Traffic`] says what the frames look like: sizes (64 bytes, 1518, or IMIX: 7 x 64, 4 x 576, 1 x 1500 in
-//! every 12), IPv4 or IPv6, bare or under 802.1Q, QinQ or a PPPoE session header. Flows mix
-//! protocols and classes the way a subscriber's traffic does: flow `f % 4` is UDP best effort,
-//! TCP AF11, UDP EF (voice) and TCP CS1 (bulk); a single flow is UDP best effort.
+//! as source. A [`Traffic`] says what the frames look like: sizes (64 bytes, 1518, or IMIX: 7 x
+//! 64, 4 x 576, 1 x 1500 in every 12), IPv4 or IPv6, bare or under 802.1Q, QinQ or a PPPoE
+//! session header, the transport (UDP, TCP or a mix) and the DSCP class (one, or a mix). A
+//! mix goes by flow, the way a subscriber's traffic mixes: flow `f % 4` is UDP best effort,
+//! TCP AF11, UDP EF (voice) and TCP CS1 (bulk), so a subscriber's first flow is UDP best
+//! effort; one transport or class puts every flow in it.
 
 use sheetcake_dataplane::dpdk::{tsc, Mbuf, MbufBuffer, Mempool, RingPortEnds};
 
@@ -17,13 +19,15 @@ use sheetcake_dataplane::dpdk::{tsc, Mbuf, MbufBuffer, Mempool, RingPortEnds};
 pub const FRAME_BYTES: usize = 64;
 
 /// Frame sizes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Sizes {
-    /// 64 bytes (without FCS), or the headers plus a probe stamp where they need more.
+    /// 64 bytes without FCS (IPv6 under tags needs up to 90 for its headers)
+    #[value(name = "64")]
     Min,
-    /// 1518 bytes.
+    /// 1518 bytes
+    #[value(name = "1518")]
     Max,
-    /// 7 x 64, 4 x 576, 1 x 1500 in every 12 frames.
+    /// 7 x 64, 4 x 576, 1 x 1500 bytes in every 12 frames
     Imix,
 }
 
@@ -40,56 +44,170 @@ impl Sizes {
             },
         }
     }
+}
 
-    /// The mean frame size, bytes.
-    pub fn mean(self) -> f64 {
-        (0..12).map(|k| self.nth(k) as f64).sum::<f64>() / 12.0
+/// The IP version of the frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IpVersion {
+    #[value(name = "4")]
+    V4,
+    #[value(name = "6")]
+    V6,
+}
+
+impl serde::Serialize for IpVersion {
+    /// As a number: 4 or 6.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(match self {
+            IpVersion::V4 => 4,
+            IpVersion::V6 => 6,
+        })
     }
 }
 
 /// What wraps the IP header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Encap {
+    /// Ethernet alone
     Bare,
+    /// an 802.1Q tag
     Vlan,
+    /// an 802.1ad tag over an 802.1Q tag
+    #[value(name = "qinq")]
     QinQ,
+    /// a PPPoE session header
     Pppoe,
 }
 
+/// Which way the frames go through the box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// into the core port, the subscriber their destination
+    Download,
+    /// into the access port, the subscriber their source
+    Upload,
+}
+
+/// The transport header of the frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// UDP datagrams
+    Udp,
+    /// TCP ACK segments without payload
+    Tcp,
+    /// by flow: flows 0 and 2 of every 4 of a subscriber UDP, 1 and 3 TCP (one flow per
+    /// subscriber is UDP)
+    Mix,
+}
+
+/// The DSCP class of the frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dscp {
+    /// by flow: best effort, AF11, EF, CS1 for flows 0 to 3 of every 4 of a subscriber (one
+    /// flow per subscriber is best effort)
+    Mix,
+    /// best effort (DSCP 0)
+    Be,
+    /// CS1, bulk (8)
+    Cs1,
+    /// AF11 (10)
+    Af11,
+    /// EF, voice (46)
+    Ef,
+}
+
+impl Dscp {
+    /// The code point of a single class.
+    fn code_point(self, flow: u32) -> u8 {
+        match self {
+            Dscp::Mix => MIX[(flow % 4) as usize].1,
+            Dscp::Be => 0,
+            Dscp::Cs1 => 8,
+            Dscp::Af11 => 10,
+            Dscp::Ef => 46,
+        }
+    }
+}
+
+/// The mix by flow `f % 4`: IP protocol and DSCP.
+const MIX: [(u8, u8); 4] = [(UDP, 0), (TCP, 10), (UDP, 46), (TCP, 8)];
+const UDP: u8 = 17;
+const TCP: u8 = 6;
+
+/// A knob's value as the command line spells it.
+pub fn knob_name(value: impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_owned())
+}
+
 /// What the generated frames look like.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Traffic {
+    /// In the results as `packet_size`.
+    #[serde(skip)]
     pub sizes: Sizes,
-    pub ipv6: bool,
+    pub ip: IpVersion,
     pub encap: Encap,
-    /// Upload: frames enter the access port, the subscriber is their source. Download
-    /// otherwise: they enter the core port, the subscriber is their destination.
-    pub upload: bool,
+    pub direction: Direction,
+    pub transport: Transport,
+    pub dscp: Dscp,
 }
 
 impl Traffic {
-    /// 64-byte IPv4 frames, no tags: the default of every case.
+    /// 64-byte IPv4 downloads, no tags, the mix by flow: what the `rte_sched` reference
+    /// classifies unless told otherwise, and the tests' frames.
     pub const MIN_IPV4: Traffic = Traffic {
         sizes: Sizes::Min,
-        ipv6: false,
+        ip: IpVersion::V4,
         encap: Encap::Bare,
-        upload: false,
+        direction: Direction::Download,
+        transport: Transport::Mix,
+        dscp: Dscp::Mix,
     };
 
-    /// A short name for tables: "ipv4", "ipv6 qinq", "ipv4 pppoe up" and so on.
+    pub fn ipv6(&self) -> bool {
+        self.ip == IpVersion::V6
+    }
+
+    pub fn upload(&self) -> bool {
+        self.direction == Direction::Upload
+    }
+
+    /// A short name for tables: "ipv4", "ipv6 qinq", "ipv4 pppoe up" and so on (the
+    /// transport and class are [`Traffic::classes`]).
     pub fn name(&self) -> String {
-        let ip = if self.ipv6 { "ipv6" } else { "ipv4" };
+        let ip = if self.ipv6() { "ipv6" } else { "ipv4" };
         let name = match self.encap {
             Encap::Bare => ip.to_owned(),
             Encap::Vlan => format!("{ip} vlan"),
             Encap::QinQ => format!("{ip} qinq"),
             Encap::Pppoe => format!("{ip} pppoe"),
         };
-        if self.upload {
+        if self.upload() {
             format!("{name} up")
         } else {
             name
         }
+    }
+
+    /// The transport and class for tables: "mix/mix", "tcp/ef".
+    pub fn classes(&self) -> String {
+        format!("{}/{}", knob_name(self.transport), knob_name(self.dscp))
+    }
+
+    /// Flow `flow`'s IP protocol and DSCP.
+    fn class(&self, flow: u32) -> (u8, u8) {
+        let protocol = match self.transport {
+            Transport::Udp => UDP,
+            Transport::Tcp => TCP,
+            Transport::Mix => MIX[(flow % 4) as usize].0,
+        };
+        (protocol, self.dscp.code_point(flow))
     }
 
     /// Bytes before the IP header.
@@ -103,7 +221,7 @@ impl Traffic {
     }
 
     fn ip_len(&self) -> usize {
-        if self.ipv6 {
+        if self.ipv6() {
             40
         } else {
             20
@@ -113,7 +231,7 @@ impl Traffic {
     /// Where the subscriber's address sits (destination for downloads, source for
     /// uploads), and how long it is.
     fn subscriber_field(&self) -> (usize, usize) {
-        match (self.ipv6, self.upload) {
+        match (self.ipv6(), self.upload()) {
             (true, false) => (self.l2_len() + 24, 16),
             (true, true) => (self.l2_len() + 8, 16),
             (false, false) => (self.l2_len() + 16, 4),
@@ -124,6 +242,23 @@ impl Traffic {
     /// Where a probe carries its send time: past the largest transport header.
     fn stamp(&self) -> usize {
         self.l2_len() + self.ip_len() + 20
+    }
+
+    /// The `k`th frame's length: its size, or its headers and a probe stamp where they need
+    /// more.
+    fn frame_len(&self, k: u64) -> usize {
+        self.sizes.nth(k).max(self.stamp() + 8)
+    }
+
+    /// The mean frame length, bytes.
+    pub fn mean_len(&self) -> f64 {
+        (0..12).map(|k| self.frame_len(k) as f64).sum::<f64>() / 12.0
+    }
+
+    /// The mean length CAKE's shaper charges for a frame with its default overhead (none):
+    /// the IP packet, without the Ethernet header, tags and PPPoE header.
+    pub fn mean_shaped_len(&self) -> f64 {
+        self.mean_len() - self.l2_len() as f64
     }
 }
 
@@ -147,23 +282,13 @@ pub fn subscriber_prefix_v6(s: u32) -> [u8; 16] {
     a
 }
 
-/// Flow `f`'s transport protocol and DSCP (see the module documentation).
-fn flow_class(flow: u32) -> (u8, u8) {
-    match flow % 4 {
-        0 => (17, 0),
-        1 => (6, 10),
-        2 => (17, 46),
-        _ => (6, 8),
-    }
-}
-
 /// Writes a whole frame of `traffic`'s shape into `f` (already `len` bytes long): subscriber
 /// `s`, flow `flow`, and a send time when it is a probe.
 fn write_frame(f: &mut [u8], traffic: &Traffic, s: u32, flow: u32, stamp: Option<u64>) {
     let len = f.len();
     f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
     f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
-    let ether_ip: [u8; 2] = if traffic.ipv6 {
+    let ether_ip: [u8; 2] = if traffic.ipv6() {
         [0x86, 0xdd]
     } else {
         [0x08, 0x00]
@@ -188,7 +313,7 @@ fn write_frame(f: &mut [u8], traffic: &Traffic, s: u32, flow: u32, stamp: Option
         f[14..16].copy_from_slice(&[0x11, 0x00]);
         f[16..18].copy_from_slice(&(s as u16).to_be_bytes());
         f[18..20].copy_from_slice(&ppp_len.to_be_bytes());
-        f[20..22].copy_from_slice(if traffic.ipv6 {
+        f[20..22].copy_from_slice(if traffic.ipv6() {
             &[0x00, 0x57]
         } else {
             &[0x00, 0x21]
@@ -198,9 +323,9 @@ fn write_frame(f: &mut [u8], traffic: &Traffic, s: u32, flow: u32, stamp: Option
     }
     let ip = traffic.l2_len();
     let l4 = ip + traffic.ip_len();
-    let (protocol, dscp) = flow_class(flow);
+    let (protocol, dscp) = traffic.class(flow);
     let payload = (len - l4) as u16;
-    if traffic.ipv6 {
+    if traffic.ipv6() {
         let h = &mut f[ip..l4];
         h[0] = 0x60 | (dscp >> 2);
         h[1] = dscp << 6;
@@ -213,7 +338,7 @@ fn write_frame(f: &mut [u8], traffic: &Traffic, s: u32, flow: u32, stamp: Option
         far[15] = 1;
         let mut own = subscriber_prefix_v6(s);
         own[15] = 1;
-        let (src, dst) = if traffic.upload {
+        let (src, dst) = if traffic.upload() {
             (own, far)
         } else {
             (far, own)
@@ -229,7 +354,7 @@ fn write_frame(f: &mut [u8], traffic: &Traffic, s: u32, flow: u32, stamp: Option
         h[8] = 64;
         h[9] = protocol;
         h[10..12].copy_from_slice(&[0, 0]);
-        let (src, dst) = if traffic.upload {
+        let (src, dst) = if traffic.upload() {
             (subscriber_address(s), [192, 0, 2, 1])
         } else {
             ([192, 0, 2, 1], subscriber_address(s))
@@ -242,7 +367,7 @@ fn write_frame(f: &mut [u8], traffic: &Traffic, s: u32, flow: u32, stamp: Option
     let t = &mut f[l4..];
     t[0..2].copy_from_slice(&((1024 + flow) as u16).to_be_bytes());
     t[2..4].copy_from_slice(&9u16.to_be_bytes());
-    if protocol == 17 {
+    if protocol == UDP {
         t[4..6].copy_from_slice(&payload.to_be_bytes());
         t[6..8].copy_from_slice(&[0, 0]);
     } else {
@@ -343,7 +468,7 @@ impl Generator {
     /// `interval` TSC cycles.
     pub fn with_probe(mut self, subscriber: u32, interval: u64) -> Generator {
         let mut address = [0u8; 16];
-        if self.traffic.ipv6 {
+        if self.traffic.ipv6() {
             address = subscriber_prefix_v6(subscriber);
             address[15] = 1;
         } else {
@@ -435,12 +560,7 @@ impl Generator {
                     None => break,
                 },
             };
-            // Every frame holds at least its headers and a probe stamp.
-            let len = self
-                .traffic
-                .sizes
-                .nth(self.made)
-                .max(self.traffic.stamp() + 8);
+            let len = self.traffic.frame_len(self.made);
             self.made += 1;
             if !m.set_len(len as u16) {
                 break;
@@ -461,9 +581,60 @@ impl Generator {
             self.bursts[queue].push(m).expect("room checked");
         }
         // What the ring refuses stays in the burst and goes first next round.
-        let port = if self.traffic.upload { access } else { core };
+        let port = if self.traffic.upload() { access } else { core };
         for (inject, burst) in port.inject.iter_mut().zip(&mut self.bursts) {
             inject.send(burst);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 64-byte IPv4 frame of `traffic` for subscriber 7, flow `flow`.
+    fn frame(traffic: Traffic, flow: u32) -> Vec<u8> {
+        let mut f = vec![0u8; traffic.frame_len(0)];
+        write_frame(&mut f, &traffic, 7, flow, None);
+        f
+    }
+
+    /// IPv4 without tags: the protocol is byte 23, the DSCP the top six bits of byte 15.
+    fn protocol_and_dscp(f: &[u8]) -> (u8, u8) {
+        (f[23], f[15] >> 2)
+    }
+
+    #[test]
+    fn the_mix_goes_by_flow_so_a_first_flow_is_udp_best_effort() {
+        let mix = Traffic::MIN_IPV4;
+        let seen: Vec<(u8, u8)> = (0..4).map(|f| protocol_and_dscp(&frame(mix, f))).collect();
+        assert_eq!(seen, vec![(UDP, 0), (TCP, 10), (UDP, 46), (TCP, 8)]);
+    }
+
+    #[test]
+    fn one_transport_and_class_put_every_flow_there() {
+        let tcp_ef = Traffic {
+            transport: Transport::Tcp,
+            dscp: Dscp::Ef,
+            ..Traffic::MIN_IPV4
+        };
+        for f in 0..4 {
+            assert_eq!(protocol_and_dscp(&frame(tcp_ef, f)), (TCP, 46), "flow {f}");
+        }
+        assert_eq!(tcp_ef.classes(), "tcp/ef");
+    }
+
+    #[test]
+    fn cake_is_charged_for_the_ip_packet_of_the_mean_frame() {
+        // 64-byte frames less the 14-byte Ethernet header. Under an 802.1Q tag a 64-byte
+        // frame grows to 66, its headers (18 + 20 + 20) and a probe stamp (8), so IMIX's mean
+        // is (7 x 66 + 4 x 576 + 1500) / 12 = 355.5 bytes, less the 18 before the IP header.
+        assert_eq!(Traffic::MIN_IPV4.mean_shaped_len(), 50.0);
+        let imix_vlan = Traffic {
+            sizes: Sizes::Imix,
+            encap: Encap::Vlan,
+            ..Traffic::MIN_IPV4
+        };
+        assert!((imix_vlan.mean_shaped_len() - (4266.0 / 12.0 - 18.0)).abs() < 1e-9);
     }
 }

@@ -1,12 +1,12 @@
 //! The `rte_sched` case: DPDK's own hierarchical scheduler on the same ring ports, the same
-//! generated frames and the same per-subscriber rates as the `shaped` case, one pipe per
-//! subscriber. Its loop is what a DPDK application around `rte_sched` does (as DPDK's
+//! generated frames (the sweeps' traffic, 64-byte IPv4 downloads by default) and the same
+//! per-subscriber rates as the `shaped` case, one pipe per subscriber. Its loop is what a DPDK application around `rte_sched` does (as DPDK's
 //! `qos_sched` example): receive a burst, parse each frame and look its subscriber up (the
 //! same parser and address table sheetcake uses, so classification costs the same), write the
 //! pipe into the mbuf, enqueue, dequeue what the token buckets allow, transmit. One loop on
 //! one core, whatever `--workers` says: the reference is DPDK's scheduler per core.
 
-use crate::generator::{Generator, FRAME_BYTES};
+use crate::generator::{Generator, Traffic};
 use crate::shaped::{subscribers, Rig, QUEUED_BUDGET, RING_FRAMES};
 use crate::{run_pinned, CaseResult};
 use sheetcake_dataplane::dpdk::{tsc, Eal, MbufBuffer, Mempool, SchedConfig, SchedPort};
@@ -36,20 +36,28 @@ struct Counters {
     busy_cycles: AtomicU64,
 }
 
-/// The pipe of the subscriber a frame is for (its destination address), if any.
+/// The pipe of the subscriber a frame is for (its destination address, or its source for
+/// uploads), if any.
 #[inline]
-fn pipe_of(tables: &SubscriberTables, frame: &[u8]) -> Option<u32> {
+fn pipe_of(tables: &SubscriberTables, frame: &[u8], upload: bool) -> Option<u32> {
     let parsed = parse_frame(frame).ok()?;
-    let Network::Ipv4(h) = parsed.network else {
-        return None;
+    let slot = match parsed.network {
+        Network::Ipv4(h) => tables
+            .addresses
+            .lookup_v4(if upload { h.src } else { h.dst }),
+        Network::Ipv6(h) => tables
+            .addresses
+            .lookup_v6(if upload { h.src } else { h.dst }),
+        _ => None,
     };
-    tables.addresses.lookup_v4(h.dst).map(|slot| slot.0)
+    slot.map(|slot| slot.0)
 }
 
-/// The scheduler's loop on the worker's core: until `stop`.
+/// The scheduler's loop on the worker's core, from `ingress` to `egress`: until `stop`.
 fn forward(
-    mut core: PortQueues<'_>,
-    mut access: PortQueues<'_>,
+    mut ingress: PortQueues<'_>,
+    mut egress: PortQueues<'_>,
+    upload: bool,
     sched: &mut SchedPort,
     tables: &SubscriberTables,
     counters: &Counters,
@@ -61,16 +69,16 @@ fn forward(
     let (mut rx, mut tx, mut kept, mut busy) = (0u64, 0u64, 0u64, 0u64);
     while !stop.load(Ordering::Relaxed) {
         let started = tsc();
-        let n = core.rx.rx_burst(&mut burst, 32);
+        let n = ingress.rx.rx_burst(&mut burst, 32);
         while let Some(mut m) = burst.pop() {
             // Every generated frame is a subscriber's; a stray one goes to the last pipe.
-            let pipe = pipe_of(tables, m.data()).unwrap_or(u32::MAX);
+            let pipe = pipe_of(tables, m.data(), upload).unwrap_or(u32::MAX);
             sched.classify(&mut m, pipe);
             let _ = classified.push(m);
         }
         kept += sched.enqueue(&mut classified) as u64;
         let got = sched.dequeue(&mut out, 32);
-        let sent = access.tx.tx_burst(&mut out);
+        let sent = egress.tx.tx_burst(&mut out);
         rx += n as u64;
         tx += sent as u64;
         if n + got + sent > 0 {
@@ -84,17 +92,29 @@ fn forward(
     // What the TX ring refused at the end is freed with `out`.
 }
 
-/// Runs the case: `pipes` subscribers (a power of two) at `rate` bytes per second each, a
-/// warm-up second and `seconds` measured.
+/// What the case shapes: `pipes` subscribers (a power of two) at `rate` bytes per second
+/// each, one flow each of `traffic`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pipes {
+    pub pipes: u32,
+    pub rate: u64,
+    pub traffic: Traffic,
+}
+
+/// Runs the case on `worker_core`: a warm-up second and `seconds` measured.
 pub fn run(
     eal: &'static Eal,
     hz: u64,
     pool: Mempool,
     worker_core: usize,
-    pipes: u32,
-    rate: u64,
+    case: Pipes,
     seconds: f64,
 ) -> CaseResult {
+    let Pipes {
+        pipes,
+        rate,
+        traffic,
+    } = case;
     let (rig, mut ends) = Rig::new(eal, "sched", RING_FRAMES, 1, pool);
     let (tables, _) = subscribers(pipes, crate::shaped::Shaping::Rate(rate), 1);
     // The same buffer budget as sheetcake's worker: the pipes' queues together hold at most
@@ -113,10 +133,16 @@ pub fn run(
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let mut generator = Generator::new(pool, pipes, 1);
+    let mut generator = Generator::new(pool, pipes, 1).with_traffic(traffic);
     let counters = Counters::default();
     let stop = AtomicBool::new(false);
     let [core, access] = rig.pairs().remove(0).ports;
+    let upload = traffic.upload();
+    let (ingress, egress) = if upload {
+        (access, core)
+    } else {
+        (core, access)
+    };
     let read = |c: &Counters| {
         (
             c.rx.load(Ordering::Relaxed),
@@ -129,7 +155,7 @@ pub fn run(
         let (sched, tables, counters, stop) = (&mut sched, &tables, &counters, &stop);
         let runner = scope.spawn(move || {
             run_pinned(eal, worker_core, || {
-                forward(core, access, sched, tables, counters, stop)
+                forward(ingress, egress, upload, sched, tables, counters, stop)
             })
         });
         let window_start = tsc() + hz;
@@ -167,14 +193,15 @@ pub fn run(
         case: "rte_sched",
         subscribers: u64::from(pipes),
         flows_per_subscriber: 1,
-        packet_size: crate::PacketSize::Bytes(FRAME_BYTES as u64),
-        traffic: "ipv4".into(),
+        packet_size: crate::PacketSize::of(traffic.sizes),
+        traffic: traffic.name(),
+        frames: Some(traffic),
         workers: 1,
         worker_cores: vec![worker_core],
         shared_cores: worker_core == crate::workers::GENERATOR_CORE,
         steering: None,
         mpps,
-        gbps: mpps * (FRAME_BYTES * 8) as f64 / 1e3,
+        gbps: mpps * traffic.mean_len() * 8.0 / 1e3,
         cycles_per_packet: Some((after.3 - before.3) as f64 / rx.max(1) as f64),
         seconds: elapsed,
         tx_mpps: Some((after.1 - before.1) as f64 / elapsed / 1e6),
@@ -184,5 +211,10 @@ pub fn run(
             .collect(),
         probe_latency_us: None,
         per_worker: Vec::new(),
+        ratio_to_bridge: None,
+        ratio_to_rte_sched: None,
+        bound: None,
+        binding: None,
+        mempool: None,
     }
 }

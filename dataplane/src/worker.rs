@@ -53,8 +53,8 @@ pub const TX_PENDING: usize = 2 * BURST_SIZE;
 /// microseconds. Often enough for a live status line, rare enough to cost nothing.
 pub const PUBLISH_INTERVAL_US: u64 = 1_000;
 
-/// Ready instances whose state a service pass asks for before serving the first: a burst's
-/// worth, as many as a pass usually serves when every instance sends a frame or two.
+/// Ready instances whose state a service pass asks for at a time, before serving the first
+/// of them: a burst's worth.
 const SERVICE_STAGED: usize = BURST_SIZE;
 
 /// Most packets one instance may send per service before the next ready instance gets its
@@ -1096,6 +1096,11 @@ impl Shaper {
                 });
                 self.fattest.set(victim, cake.backlog_packets());
                 self.gauges[victim as usize].set_backlog(cake.backlog_bytes());
+                // The next frame over budget most likely takes from the same subscriber: its
+                // next victim is a cold frame, asked for now.
+                if let Some(next) = self.fattest.fattest() {
+                    self.cakes[next as usize].victim_footprint(&self.pool, prefetch_bytes);
+                }
             }
             if counters.queued >= self.queued_budget {
                 // Nothing to take from (a budget smaller than one frame per instance).
@@ -1209,11 +1214,15 @@ impl Shaper {
     ) -> usize {
         let ready = &mut self.ready;
         self.wheel.advance(now, |id| ready.push(id));
-        self.stage_service();
         let mut sent = 0;
-        for _ in 0..self.ready.len() {
+        for served in 0..self.ready.len() {
             if pending.iter().any(|p| p.spare() == 0) {
                 break;
+            }
+            // A pass may serve thousands (every instance the wheel let go at once): each
+            // group of the next SERVICE_STAGED is asked for as the pass reaches it.
+            if served % SERVICE_STAGED == 0 {
+                self.stage_service();
             }
             let Some(id) = self.ready.pop() else { break };
             let cake = &mut self.cakes[id as usize];

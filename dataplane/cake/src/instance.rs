@@ -545,6 +545,22 @@ impl Cake {
         }
     }
 
+    /// The stamp (and queue link) of the packet [`Self::drop_from_fattest`] would take next,
+    /// as the overflow heap stands (only a hint: the heap is rebuilt after a quiet spell).
+    #[inline]
+    pub fn victim_footprint<P: CakePacket>(
+        &self,
+        pool: &FlowPool<P>,
+        mut touch: impl FnMut(*const u8, usize),
+    ) {
+        let f = self.overflow_heap.root;
+        if f != NONE {
+            if let Some(head) = pool.flow(f).queue.front() {
+                touch_value(head.stamp(), &mut touch);
+            }
+        }
+    }
+
     /// The first flow of each backlogged tin's new list, else its old list.
     fn head_flows(&self) -> impl Iterator<Item = u32> + '_ {
         self.tins

@@ -1,5 +1,5 @@
-//! The footprints a worker prefetches name what the next enqueue or dequeue reads: the flow
-//! that holds the packets, and the stamps of the packets at its tail and head. A footprint
+//! The footprints a worker prefetches name what the next enqueue, dequeue or overflow drop
+//! reads: the flow that holds the packets, and the stamps of the packets at its tail and head. A footprint
 //! pointing elsewhere would cost nothing but speed, so nothing else would notice.
 
 use sheetcake_cake::sim::{ipv4_frame, FrameSpec, TestPacket};
@@ -59,4 +59,13 @@ fn footprints_name_the_flow_and_the_packets_at_its_ends() {
         [address(flow)]
     );
     assert_eq!(touched(|t| cake.head_packet_footprint(&pool, t)), [head]);
+
+    // Before any overflow there is no victim heap; after one, the next victim is the head of
+    // the fattest flow: the frame left at its head.
+    assert!(touched(|t| cake.victim_footprint(&pool, t)).is_empty());
+    assert!(cake.drop_from_fattest(&mut pool, 0, &mut |_, _| {}));
+    let flow = pool.flow(f);
+    assert_eq!(flow.packets, 1);
+    let next = address(flow.queue.front().unwrap().stamp());
+    assert_eq!(touched(|t| cake.victim_footprint(&pool, t)), [next]);
 }

@@ -1056,15 +1056,19 @@ impl Shaper {
                 at
             });
         }
-        for (m, placing) in self.staged.iter().zip(self.placings.iter()) {
-            if let (Some(cake), Some(at)) = (self.cakes.get(m.info().instance as usize), placing) {
-                cake.flow_footprint(&self.pool, at, prefetch_bytes);
-            }
+        let placed = || {
+            self.staged
+                .iter()
+                .zip(&self.placings)
+                .filter_map(|(m, at)| {
+                    Some((self.cakes.get(m.info().instance as usize)?, at.as_ref()?))
+                })
+        };
+        for (cake, at) in placed() {
+            cake.flow_footprint(&self.pool, at, prefetch_bytes);
         }
-        for (m, placing) in self.staged.iter().zip(self.placings.iter()) {
-            if let (Some(cake), Some(at)) = (self.cakes.get(m.info().instance as usize), placing) {
-                cake.tail_footprint(&self.pool, at, prefetch_bytes);
-            }
+        for (cake, at) in placed() {
+            cake.tail_footprint(&self.pool, at, prefetch_bytes);
         }
         for i in 0..self.staged.len() {
             let Some(m) = self.staged.pop() else { break };

@@ -15,7 +15,7 @@ use crate::ack_filter::TcpAck;
 use crate::autorate::Autorate;
 use crate::cobalt::{CobaltParams, Verdict};
 use crate::config::{AckFilter, CakeConfig, FlowMode};
-use crate::flows::{FlowList, FlowPool, FlowState, ListKind, OverflowHeap, Placement, NONE};
+use crate::flows::{Flow, FlowList, FlowPool, FlowState, ListKind, OverflowHeap, Placement, NONE};
 use crate::overhead::adjusted_len;
 use crate::packet::{CakePacket, DropReason, NetworkKind, PacketMeta, PacketQueue, PacketStamp};
 use crate::tins::{
@@ -484,8 +484,8 @@ impl Cake {
         placing: &Placing,
         mut touch: impl FnMut(*const u8, usize),
     ) {
-        if let Some((f, _)) = pool.find_flow(self.id, placing.tin, placing.flow, self.flow_queues) {
-            touch_value(pool.flow(f), &mut touch);
+        if let Some(flow) = self.placed_flow(pool, placing) {
+            touch_value(flow, &mut touch);
         }
     }
 
@@ -498,11 +498,19 @@ impl Cake {
         placing: &Placing,
         mut touch: impl FnMut(*const u8, usize),
     ) {
-        if let Some((f, _)) = pool.find_flow(self.id, placing.tin, placing.flow, self.flow_queues) {
-            if let Some(tail) = pool.flow(f).queue.back() {
-                touch_value(tail.stamp(), &mut touch);
-            }
+        if let Some(tail) = self.placed_flow(pool, placing).and_then(|f| f.queue.back()) {
+            touch_value(tail.stamp(), &mut touch);
         }
+    }
+
+    /// The flow a packet at `placing` joins, when it is already placed (a read-only lookup).
+    fn placed_flow<'a, P: CakePacket>(
+        &self,
+        pool: &'a FlowPool<P>,
+        placing: &Placing,
+    ) -> Option<&'a Flow<P>> {
+        pool.find_flow(self.id, placing.tin, placing.flow, self.flow_queues)
+            .map(|(f, _)| pool.flow(f))
     }
 
     /// The first step of what [`Self::dequeue`] reads after the instance itself: the tins'

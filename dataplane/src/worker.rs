@@ -556,7 +556,7 @@ impl<'port, 'shared> Worker<'port, 'shared> {
             ready: ReadyQueue::new(instances),
             resting: TimerWheel::new(instances, now),
             rested: Vec::with_capacity(instances),
-            fattest: FattestInstance::new(instances),
+            fattest: FattestInstance::new(instances, setup.queued_budget),
             handoff,
             outbox,
             staged: MbufBuffer::new(),

@@ -8,35 +8,40 @@
 //! shrinks, and everyone else keeps receiving, so a flood at one subscriber cannot starve the
 //! others of buffers. That is CAKE's own overflow rule (spec 5.4) one level up.
 //!
-//! Every instance sits in one array sorted by the frames it holds, fewest first, with the
-//! index where each frame count's block starts: the fattest is the last entry. Counts change
-//! by a frame at a time (an enqueue, a dequeue, a drop), and a change of one frame swaps the
-//! instance with the first or last of its block and moves that block's boundary by one:
-//! O(1), a few loads, whatever the number of instances and however many share a count. (It
-//! replaced a binary heap: with thousands of instances holding the same few frames, each
-//! change walked up or down most of the heap's depth, 9 % of the worker's time at 10,000
-//! shaped subscribers.) A change of k frames at once costs k such steps; only removing a
-//! subscriber or a CAKE memory-limit purge does that. Never allocates after
-//! [`FattestInstance::new`].
+//! The instances that hold frames sit in one array sorted by the frames they hold, most first,
+//! with the index where each frame count's block ends: the fattest is the first entry. Counts
+//! change by a frame at a time (an enqueue, a dequeue, a drop), and a change of one frame
+//! swaps the instance with the first or last of its block and moves that block's boundary by
+//! one: O(1), a few loads, whatever the number of instances and however many share a count.
+//! An instance that empties leaves from the array's end (the one-frame block), and one that
+//! receives its first frame joins there, so the array never holds more entries than the
+//! worker holds frames, and empty instances cost nothing. (It replaced a binary heap: with
+//! thousands of instances holding the same few frames, each change walked up or down most of
+//! the heap's depth, 9 % of the worker's time at 10,000 shaped subscribers.) A change of k
+//! frames at once costs k such steps; only removing a subscriber or a CAKE memory-limit purge
+//! does that. Never allocates after [`FattestInstance::new`].
+
+/// Marks an instance that is not in the array (it holds no frame).
+const ABSENT: u32 = u32::MAX;
 
 /// The most frames the sort tells apart: counts above it tie with it. The worker's budget
-/// (`shaping.queued_per_worker`, at most 4,194,304 frames) is below it, and no instance holds
+/// (`shaping.queued_per_worker`, at most 4,194,304 frames) is at most that, and no instance holds
 /// more than the budget, so in the appliance the order is exact.
 const MAX_LEVEL: u32 = 1 << 22;
 
 /// The sorted array.
 #[derive(Debug, Clone)]
 pub struct FattestInstance {
-    /// Instance numbers, sorted by their (capped) frame count, fewest first.
+    /// The instances holding frames, sorted by their (capped) frame count, most first.
     order: Vec<u32>,
-    /// Where each instance sits in `order`.
+    /// Where each instance sits in `order`, or [`ABSENT`].
     position: Vec<u32>,
     /// Frames each instance holds.
     frames: Vec<u32>,
-    /// `first[c]`: where in `order` the instances holding `c` or more frames start, for `c` in
-    /// `1..=top` (index 0 unused: the zero block starts at 0). `first[top + 1]` stays at the
-    /// array's end, so a block's end is always the next block's start.
-    first: Vec<u32>,
+    /// `ends[c]`: how many instances hold `c` frames or more, which is where the block of
+    /// count `c` ends in `order`, for `c` in `1..=top + 1` (index 0 unused; `ends[1]` is the
+    /// array's length and `ends[top + 1]` stays 0, so a block's start is the next one's end).
+    ends: Vec<u32>,
     /// The highest count told apart: `min(budget, MAX_LEVEL)`.
     top: u32,
 }
@@ -45,15 +50,14 @@ impl FattestInstance {
     /// Instances `0..capacity`, all empty, whose counts are told apart up to `budget` frames
     /// (the worker's budget: no instance holds more). Allocates once.
     pub fn new(capacity: usize, budget: u64) -> Self {
-        let capacity = u32::try_from(capacity).expect("instance numbers are u32");
         let top = u32::try_from(budget)
             .unwrap_or(u32::MAX)
             .clamp(1, MAX_LEVEL);
         FattestInstance {
-            order: (0..capacity).collect(),
-            position: (0..capacity).collect(),
-            frames: vec![0; capacity as usize],
-            first: vec![capacity; top as usize + 2],
+            order: Vec::with_capacity(capacity),
+            position: vec![ABSENT; capacity],
+            frames: vec![0; capacity],
+            ends: vec![0; top as usize + 2],
             top,
         }
     }
@@ -75,8 +79,7 @@ impl FattestInstance {
     /// The instance holding the most frames (any of them on a tie), if any holds frames.
     #[inline]
     pub fn fattest(&self) -> Option<u32> {
-        let id = *self.order.last()?;
-        (self.frames[id as usize] > 0).then_some(id)
+        self.order.first().copied()
     }
 
     /// Frames instance `id` holds, as last recorded.
@@ -85,24 +88,35 @@ impl FattestInstance {
     }
 
     /// Moves `id` from the block of `level` frames to the block of `level + 1`: it trades
-    /// places with the last of its block, which then becomes the first of the next.
+    /// places with the first of its block, which then becomes the last of the one above. An
+    /// empty instance joins the array at its end, the one-frame block.
     #[inline]
     fn step_up(&mut self, id: u32, level: u32) {
+        if level == 0 {
+            self.position[id as usize] = self.order.len() as u32;
+            self.order.push(id);
+            self.ends[1] += 1;
+            return;
+        }
         let next = level as usize + 1;
-        let last = self.first[next] - 1;
-        self.swap(id, last);
-        self.first[next] = last;
+        let head = self.ends[next];
+        self.swap(id, head);
+        self.ends[next] = head + 1;
     }
 
     /// Moves `id` from the block of `level` frames (at least 1) to the block of `level - 1`:
-    /// it trades places with the first of its block, which then becomes the last of the one
-    /// below.
+    /// it trades places with the last of its block, which then becomes the first of the one
+    /// below. From the one-frame block, that last is the array's, and `id` leaves the array.
     #[inline]
     fn step_down(&mut self, id: u32, level: u32) {
         let at = level as usize;
-        let head = self.first[at];
-        self.swap(id, head);
-        self.first[at] = head + 1;
+        let last = self.ends[at] - 1;
+        self.swap(id, last);
+        self.ends[at] = last;
+        if level == 1 {
+            self.order.pop();
+            self.position[id as usize] = ABSENT;
+        }
     }
 
     /// Puts `id` at `to` in the order, and whoever was there where `id` was.
@@ -184,29 +198,35 @@ mod tests {
     }
 
     impl FattestInstance {
-        /// Every instance once, in order of its capped count, and every block boundary and
-        /// position where that order puts it.
+        /// Every instance holding frames once, in order of its capped count, most first, at
+        /// the position and within the block boundaries that order gives it; no empty one.
         fn check_sorted(&self) {
             let level = |id: u32| self.frames[id as usize].min(self.top);
-            let mut seen = vec![false; self.order.len()];
+            let mut seen = vec![false; self.position.len()];
             for (at, &id) in self.order.iter().enumerate() {
                 assert_eq!(self.position[id as usize] as usize, at);
                 assert!(
                     !std::mem::replace(&mut seen[id as usize], true),
                     "{id} twice"
                 );
+                assert!(level(id) > 0, "{id} is empty");
                 if at > 0 {
-                    assert!(level(self.order[at - 1]) <= level(id), "unsorted at {at}");
+                    assert!(level(self.order[at - 1]) >= level(id), "unsorted at {at}");
                 }
             }
-            // Instances below each count, from a histogram of the counts.
-            let mut below = vec![0usize; self.top as usize + 2];
-            for &id in &self.order {
-                below[level(id) as usize + 1] += 1;
+            for (id, &at) in self.position.iter().enumerate() {
+                assert_eq!(at == ABSENT, !seen[id], "position of {id}");
             }
-            for c in 1..below.len() {
-                below[c] += below[c - 1];
-                assert_eq!(self.first[c] as usize, below[c], "block {c}");
+            // Instances at or above each count, from a histogram of the counts.
+            let mut at_least = vec![0usize; self.top as usize + 2];
+            for &id in &self.order {
+                at_least[level(id) as usize] += 1;
+            }
+            for c in (1..=self.top as usize).rev() {
+                at_least[c] += at_least[c + 1];
+            }
+            for (c, (&end, &count)) in self.ends.iter().zip(&at_least).enumerate().skip(1) {
+                assert_eq!(end as usize, count, "block {c}");
             }
         }
     }

@@ -70,9 +70,10 @@ lint: deps
 test: deps test-captures lint
 	SHEETCAKE_CAPTURES=$(CURDIR)/$(CAPTURES) $(CARGO) test --workspace
 
+# On hugepages, as production runs (bench/scripts/hugepages.sh reserves them, or says why not).
 bench: deps
 	$(CARGO) build --release -p sheetcake-bench
-	target/release/sheetcake-bench
+	target/release/sheetcake-bench $$(bench/scripts/hugepages.sh)
 
 clean:
 	$(CARGO) clean

@@ -266,6 +266,9 @@ struct CaseResult {
     /// Shaping cases: Mpps over the `rte_sched` case's in the same run.
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio_to_rte_sched: Option<f64>,
+    /// Shaped cases: every subscriber's rate, bytes per second as CAKE counts them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate_bytes_per_second: Option<u64>,
     /// Shaped cases: whether the rates bound through the window (`binding` says how).
     #[serde(skip_serializing_if = "Option::is_none")]
     bound: Option<bool>,
@@ -281,6 +284,26 @@ impl CaseResult {
     fn ratio(r: Option<f64>) -> String {
         r.map_or("-".to_owned(), |r| format!("{r:.3}"))
     }
+}
+
+/// Why a shaped case whose rates fell below CAKE's floor could not bind: CAKE shapes nothing
+/// slower than 64 bytes a second (spec 2), so where less than that arrives for each
+/// subscriber (a million subscribers on a worker taking in about a million frames a second),
+/// every frame leaves as it comes and no queue grows, however low the rate asked.
+fn below_cake_floor(c: &CaseResult) -> Option<String> {
+    let rate = c.rate_bytes_per_second?;
+    let frames = c.frames?;
+    (rate < sheetcake_cake::tins::MIN_RATE).then(|| {
+        let floor = sheetcake_cake::tins::MIN_RATE as f64;
+        let arriving = c.mpps * 1e6 / c.subscribers.max(1) as f64 * frames.mean_shaped_len();
+        let needed =
+            floor / shaped::SHAPED_SHARE / frames.mean_shaped_len() * c.subscribers as f64 / 1e6;
+        format!(
+            ": its rate of {rate} B/s a subscriber is below CAKE's floor of {floor:.0} B/s \
+             (spec 2), and {arriving:.0} B/s arrived for each, so no queue could grow; this \
+             many subscribers bind only on a worker taking in about {needed:.1} Mpps or more"
+        )
+    })
 }
 
 /// One worker's part of a case, as testpmd reports each forwarding core.
@@ -781,10 +804,14 @@ fn shaping_suite(
         let mut m = shaped::run(eal, hz, pool, &format!("b{count}"), case, plan, seconds);
         // This machine's speed drifts between runs: a shaped case whose worker took in less
         // than its rates (from the runs before) allow did not bind, and runs once more at
-        // half the rates.
-        if let (None, Some(false), shaped::Shaping::Rate(rate), None) =
-            (label, m.result.bound, case.shaping, case.offered)
-        {
+        // half the rates (unless they are at CAKE's floor already: see `below_cake_floor`).
+        let retry = match (label, m.result.bound, case.shaping, case.offered) {
+            (None, Some(false), shaped::Shaping::Rate(rate), None) => {
+                Some(rate).filter(|&r| r > sheetcake_cake::tins::MIN_RATE)
+            }
+            _ => None,
+        };
+        if let Some(rate) = retry {
             println!(
                 "  {:<15} {} subscribers x {} flows did not bind ({:.2} Mpps in, {:.0} % dropped): again at half the rates",
                 "",
@@ -1054,12 +1081,16 @@ fn shaping_suite(
             .filter(|c| c.bound != Some(true))
             .map(|c| {
                 let b = c.binding.expect("shaped cases report their binding");
-                format!(
+                let mut reason = format!(
                     "the shaped case at {} subscribers did not bind ({:.0} % of its subscribers backlogged, {:.0} % of its frames dropped)",
                     c.subscribers,
                     100.0 * b.backlogged_share,
                     100.0 * b.dropped_share
-                )
+                );
+                if let Some(floor) = below_cake_floor(c) {
+                    reason.push_str(&floor);
+                }
+                reason
             })
             .collect();
         if unbound.is_empty() {
@@ -1406,6 +1437,7 @@ impl Bridge {
                 per_worker: Vec::new(),
                 ratio_to_bridge: Some(1.0),
                 ratio_to_rte_sched: None,
+                rate_bytes_per_second: None,
                 bound: None,
                 binding: None,
                 mempool: None,
@@ -1514,6 +1546,7 @@ fn run_testpmd(
         per_worker: Vec::new(),
         ratio_to_bridge: None,
         ratio_to_rte_sched: None,
+        rate_bytes_per_second: None,
         bound: None,
         binding: None,
         mempool: None,

@@ -213,6 +213,7 @@ pub fn run(
         per_worker: Vec::new(),
         ratio_to_bridge: None,
         ratio_to_rte_sched: None,
+        rate_bytes_per_second: None,
         bound: None,
         binding: None,
         mempool: None,

@@ -741,6 +741,10 @@ fn measured(
             },
             ratio_to_bridge: None,
             ratio_to_rte_sched: None,
+            rate_bytes_per_second: match case.shaping {
+                Shaping::Rate(rate) => Some(rate),
+                Shaping::Off | Shaping::Unlimited => None,
+            },
             bound: window.binding.map(|(_, bound)| bound),
             binding: window.binding.map(|(binding, _)| binding),
             mempool: Some(window.mempool),

@@ -54,7 +54,7 @@ const QUANTUM_RATE_SHIFT: u32 = 12;
 /// 34 bits, so `len * rate_ns` cannot overflow 64 bits for any frame.
 const RATE_SHIFT_START: u8 = 34;
 /// Rates below 64 B/s are treated as 64 B/s (spec 2), bounding the time per byte.
-const MIN_RATE: u64 = 64;
+pub const MIN_RATE: u64 = 64;
 
 /// Time per byte at a rate, in fixed point: `duration(len) = (len * ns) >> shift`, with `ns`
 /// below 2^34 (spec 2). Both live in one word (`ns` in the low 34 bits, `shift` in the top

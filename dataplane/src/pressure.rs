@@ -88,8 +88,8 @@ impl FattestInstance {
     }
 
     /// Moves `id` from the block of `level` frames to the block of `level + 1`: it trades
-    /// places with the first of its block, which then becomes the last of the one above. An
-    /// empty instance joins the array at its end, the one-frame block.
+    /// places with the first of its block, and that slot becomes the last of the block above.
+    /// An empty instance joins the array at its end, the one-frame block.
     #[inline]
     fn step_up(&mut self, id: u32, level: u32) {
         if level == 0 {
@@ -105,8 +105,9 @@ impl FattestInstance {
     }
 
     /// Moves `id` from the block of `level` frames (at least 1) to the block of `level - 1`:
-    /// it trades places with the last of its block, which then becomes the first of the one
-    /// below. From the one-frame block, that last is the array's, and `id` leaves the array.
+    /// it trades places with the last of its block, and that slot becomes the first of the
+    /// block below. From the one-frame block, that slot is the array's last, and `id` leaves
+    /// the array.
     #[inline]
     fn step_down(&mut self, id: u32, level: u32) {
         let at = level as usize;

@@ -25,7 +25,8 @@ page_kib=$(awk '/^Hugepagesize:/ { print $2 }' /proc/meminfo)
 [ -n "$page_kib" ] || fallback "this kernel has no hugepages"
 free=$(awk '/^HugePages_Free:/ { print $2 }' /proc/meminfo)
 total=$(awk '/^HugePages_Total:/ { print $2 }' /proc/meminfo)
-want=$((want_mib * 1024 / page_kib))
+# Rounded up: with 1 GiB pages, 1.5 GiB is two of them.
+want=$(((want_mib * 1024 + page_kib - 1) / page_kib))
 if [ "$free" -lt "$want" ]; then
   echo $((total + want - free)) 2>/dev/null >/proc/sys/vm/nr_hugepages ||
     fallback "cannot raise /proc/sys/vm/nr_hugepages (run as root)"

@@ -286,20 +286,20 @@ impl CaseResult {
     }
 }
 
-/// Why a shaped case whose rates fell below CAKE's floor could not bind: CAKE shapes nothing
+/// Why a shaped case whose rates are at CAKE's floor or below could not bind: CAKE shapes nothing
 /// slower than 64 bytes a second (spec 2), so where less than that arrives for each
 /// subscriber (a million subscribers on a worker taking in about a million frames a second),
 /// every frame leaves as it comes and no queue grows, however low the rate asked.
 fn below_cake_floor(c: &CaseResult) -> Option<String> {
     let rate = c.rate_bytes_per_second?;
     let frames = c.frames?;
-    (rate < sheetcake_cake::tins::MIN_RATE).then(|| {
+    (rate <= sheetcake_cake::tins::MIN_RATE).then(|| {
         let floor = sheetcake_cake::tins::MIN_RATE as f64;
         let arriving = c.mpps * 1e6 / c.subscribers.max(1) as f64 * frames.mean_shaped_len();
         let needed =
             floor / shaped::SHAPED_SHARE / frames.mean_shaped_len() * c.subscribers as f64 / 1e6;
         format!(
-            ": its rate of {rate} B/s a subscriber is below CAKE's floor of {floor:.0} B/s \
+            ": its rate of {rate} B/s a subscriber is at or below CAKE's floor of {floor:.0} B/s \
              (spec 2), and {arriving:.0} B/s arrived for each, so no queue could grow; this \
              many subscribers bind only on a worker taking in about {needed:.1} Mpps or more"
         )

@@ -39,8 +39,9 @@ pub struct FattestInstance {
     /// Frames each instance holds.
     frames: Vec<u32>,
     /// `ends[c]`: how many instances hold `c` frames or more, which is where the block of
-    /// count `c` ends in `order`, for `c` in `1..=top + 1` (index 0 unused; `ends[1]` is the
-    /// array's length and `ends[top + 1]` stays 0, so a block's start is the next one's end).
+    /// count `c` ends in `order`, for `c` in `2..=top + 1` (`ends[top + 1]` stays 0, so a
+    /// block's start is always the next one's end). The one-frame block ends where the array
+    /// does, so `ends[0]` and `ends[1]` are unused: see [`Self::end`].
     ends: Vec<u32>,
     /// The highest count told apart: `min(budget, MAX_LEVEL)`.
     top: u32,
@@ -95,7 +96,6 @@ impl FattestInstance {
         if level == 0 {
             self.position[id as usize] = self.order.len() as u32;
             self.order.push(id);
-            self.ends[1] += 1;
             return;
         }
         let next = level as usize + 1;
@@ -110,13 +110,23 @@ impl FattestInstance {
     /// the array.
     #[inline]
     fn step_down(&mut self, id: u32, level: u32) {
-        let at = level as usize;
-        let last = self.ends[at] - 1;
+        let last = self.end(level) - 1;
         self.swap(id, last);
-        self.ends[at] = last;
         if level == 1 {
             self.order.pop();
             self.position[id as usize] = ABSENT;
+        } else {
+            self.ends[level as usize] = last;
+        }
+    }
+
+    /// Where the block of `level` frames (at least 1) ends in the order.
+    #[inline]
+    fn end(&self, level: u32) -> u32 {
+        if level == 1 {
+            self.order.len() as u32
+        } else {
+            self.ends[level as usize]
         }
     }
 
@@ -226,8 +236,8 @@ mod tests {
             for c in (1..=self.top as usize).rev() {
                 at_least[c] += at_least[c + 1];
             }
-            for (c, (&end, &count)) in self.ends.iter().zip(&at_least).enumerate().skip(1) {
-                assert_eq!(end as usize, count, "block {c}");
+            for (c, &count) in at_least.iter().enumerate().skip(1) {
+                assert_eq!(self.end(c as u32) as usize, count, "block {c}");
             }
         }
     }

@@ -15,12 +15,14 @@
 //!   meanwhile against the rate without changes.
 //! - metrics refresh: what the once-a-second refresh behind `/metrics` costs a worker
 //!   forwarding 100,000 subscribers (it reads every instance gauge the worker writes and asks
-//!   the owner for the busiest subscribers' statistics), at its real rate and ten times it,
-//!   against the rate without, between windows of forwarding alone.
+//!   the owner for the busiest subscribers' statistics), at its real rate and ten times it:
+//!   one-second windows with it alternate with one-second windows of forwarding alone, and
+//!   each window with it is compared with its two neighbours.
 
 use crate::generator::Generator;
 use crate::run_pinned;
 use crate::shaped::{no_handoff, setup_with, subscribers, Rig, Shaping, RING_FRAMES};
+use serde::Serialize;
 use sheetcake_cake::{Cake, CakeConfig, InstanceSetup};
 use sheetcake_dataplane::dpdk::{tsc, Eal, Mempool};
 use sheetcake_dataplane::shaping::{
@@ -321,10 +323,14 @@ const REFRESH_REPORTS: usize = 100;
 /// Subscribers whose gauges [`refresh_cost`] reads between two generator rounds.
 const REFRESH_SLICE: usize = 512;
 
-/// What the metrics refresh costs a forwarding worker: its receive rate alone, then while
-/// the control side does the refresh's worker-facing work `per_second` times a second (read
-/// every instance gauge, ask the owner for the busiest subscribers' statistics and take the
-/// reports back), then alone again. The appliance refreshes once a second; a scrape itself
+/// What the metrics refresh costs a forwarding worker. The control side does the refresh's
+/// worker-facing work `per_second` times a second (read every instance gauge, ask the owner
+/// for the busiest subscribers' statistics and take the reports back) in one-second windows
+/// that alternate with one-second windows of forwarding alone, `pairs` of them, with a window
+/// alone at the end. Each window with the refresh is compared with the mean of the two
+/// windows alone beside it: on this class of host the rate drifts by a fifth over seconds,
+/// far more than a refresh costs, and neighbours cancel the drift that three long windows
+/// (alone, with, alone) did not. The appliance refreshes once a second; a scrape itself
 /// encodes the last snapshot on an API thread and reaches no worker, so this is all a
 /// Prometheus server costs the workers.
 pub fn refresh_cost(
@@ -334,7 +340,7 @@ pub fn refresh_cost(
     worker_core: usize,
     n: u32,
     per_second: u64,
-    seconds: f64,
+    pairs: usize,
 ) -> RefreshCost {
     let name = format!("rf{per_second}");
     let at = WorkerAt {
@@ -343,70 +349,171 @@ pub fn refresh_cost(
         pool,
         worker_core,
     };
-    with_loaded_worker(&name, at, n, seconds, |l| {
-        let alone_before = l.mpps(&mut |_| {});
+    with_loaded_worker(&name, at, n, 1.0, |l| {
         let (channel, gauges) = (l.channel, l.gauges);
         let every = l.hz / per_second.max(1);
-        let mut next = tsc();
         let mut refreshes = 0u64;
         let mut reports = 0usize;
         let mut busiest: Vec<(u64, u32)> = Vec::with_capacity(gauges.len() / 2);
-        // The appliance refreshes on its own control thread; here the generator's thread does
-        // it, in slices between rounds, so the worker's RX ring never runs dry meanwhile and
-        // what is measured is the worker's cost alone (its gauge lines read, reports filled).
-        let mut cursor: Option<usize> = None;
-        let with_refresh = l.mpps(&mut |now| {
-            while let Some(item) = channel.retired.pop() {
-                reports += usize::from(matches!(item, Retired::Report(_)));
-            }
-            let Some(from) = cursor else {
-                if now >= next {
-                    next = now + every;
-                    refreshes += 1;
-                    busiest.clear();
-                    cursor = Some(0);
+        let mut alone = vec![l.mpps(&mut |_| {})];
+        let mut with = Vec::with_capacity(pairs);
+        for _ in 0..pairs {
+            // Each window with the refresh starts one at once. The appliance refreshes on its
+            // own control thread; here the generator's thread does it, in slices between
+            // rounds, so the worker's RX ring never runs dry meanwhile and what is measured
+            // is the worker's cost alone (its gauge lines read, reports filled).
+            // Exactly `per_second` refreshes a window, one every 1/per_second of it.
+            let mut next = tsc();
+            let mut started = 0;
+            let mut cursor: Option<usize> = None;
+            with.push(l.mpps(&mut |now| {
+                while let Some(item) = channel.retired.pop() {
+                    reports += usize::from(matches!(item, Retired::Report(_)));
                 }
-                return;
-            };
-            let pairs = gauges.len() / 2;
-            let to = (from + REFRESH_SLICE).min(pairs);
-            busiest.extend((from..to).map(|local| {
-                let (d, u) = (&gauges[2 * local], &gauges[2 * local + 1]);
-                let bytes = d.arrived_bytes() + u.arrived_bytes();
-                (bytes + d.backlog_bytes() + u.backlog_bytes(), local as u32)
+                let Some(from) = cursor else {
+                    if now >= next && started < per_second {
+                        next += every;
+                        started += 1;
+                        refreshes += 1;
+                        busiest.clear();
+                        cursor = Some(0);
+                    }
+                    return;
+                };
+                let pairs = gauges.len() / 2;
+                let to = (from + REFRESH_SLICE).min(pairs);
+                busiest.extend((from..to).map(|local| {
+                    let (d, u) = (&gauges[2 * local], &gauges[2 * local + 1]);
+                    let bytes = d.arrived_bytes() + u.arrived_bytes();
+                    (bytes + d.backlog_bytes() + u.backlog_bytes(), local as u32)
+                }));
+                if to < pairs {
+                    cursor = Some(to);
+                    return;
+                }
+                cursor = None;
+                let keep = REFRESH_REPORTS.min(busiest.len());
+                if keep > 0 {
+                    busiest.select_nth_unstable_by(keep - 1, |a, b| b.0.cmp(&a.0));
+                }
+                for &(_, local) in &busiest[..keep] {
+                    let report = SubscriberReport::new(local);
+                    let _ = channel.push(Command::Report { local, report });
+                }
             }));
-            if to < pairs {
-                cursor = Some(to);
-                return;
-            }
-            cursor = None;
-            let keep = REFRESH_REPORTS.min(busiest.len());
-            if keep > 0 {
-                busiest.select_nth_unstable_by(keep - 1, |a, b| b.0.cmp(&a.0));
-            }
-            for &(_, local) in &busiest[..keep] {
-                let report = SubscriberReport::new(local);
-                let _ = channel.push(Command::Report { local, report });
-            }
-        });
-        let alone_after = l.mpps(&mut |_| {});
-        RefreshCost {
-            mpps_alone: (alone_before + alone_after) / 2.0,
-            mpps_with_refresh: with_refresh,
-            refreshes,
-            reports,
+            alone.push(l.mpps(&mut |_| {}));
         }
+        // Reports the worker filled after the last window with the refresh.
+        while let Some(item) = channel.retired.pop() {
+            reports += usize::from(matches!(item, Retired::Report(_)));
+        }
+        RefreshCost::from_windows(per_second, &alone, &with, refreshes, reports)
     })
 }
 
 /// What [`refresh_cost`] measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct RefreshCost {
-    /// The receive rate without the refresh (the mean of the windows before and after), and
-    /// with it, Mpps.
+    /// Refreshes a second in the windows with the refresh.
+    pub per_second: u64,
+    /// The receive rate in the windows alone and in the windows with the refresh, means over
+    /// all of them, Mpps.
     pub mpps_alone: f64,
     pub mpps_with_refresh: f64,
+    /// Each window with the refresh over the mean of its two neighbours alone: the median,
+    /// the lowest and the highest of these ratios.
+    pub ratio_median: f64,
+    pub ratio_min: f64,
+    pub ratio_max: f64,
+    /// Windows with the refresh.
+    pub pairs: usize,
     /// Refreshes done and reports the worker filled meanwhile.
     pub refreshes: u64,
     pub reports: usize,
+}
+
+impl RefreshCost {
+    /// From the windows alone (one more than `with`: one before each window with the refresh
+    /// and one after the last) and the windows with it, in the order they ran.
+    fn from_windows(
+        per_second: u64,
+        alone: &[f64],
+        with: &[f64],
+        refreshes: u64,
+        reports: usize,
+    ) -> Self {
+        debug_assert_eq!(alone.len(), with.len() + 1);
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let mut ratios: Vec<f64> = with
+            .iter()
+            .zip(alone.windows(2))
+            .map(|(w, a)| w / ((a[0] + a[1]) / 2.0))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let median = match ratios.len() {
+            0 => f64::NAN,
+            k if k % 2 == 1 => ratios[k / 2],
+            k => (ratios[k / 2 - 1] + ratios[k / 2]) / 2.0,
+        };
+        RefreshCost {
+            per_second,
+            mpps_alone: mean(alone),
+            mpps_with_refresh: mean(with),
+            ratio_median: median,
+            ratio_min: ratios.first().copied().unwrap_or(f64::NAN),
+            ratio_max: ratios.last().copied().unwrap_or(f64::NAN),
+            pairs: with.len(),
+            refreshes,
+            reports,
+        }
+    }
+
+    /// The median ratio this measured, scaled to one refresh a second: what each refresh
+    /// costs is the same however many come in a second (each reads the same gauges and asks
+    /// for the same reports, 100 ms apart at the most), so a tenth of the loss at ten a
+    /// second is the loss at one, and measured at ten, ten times above this host's noise.
+    pub fn scaled_to_once_a_second(&self) -> f64 {
+        1.0 - (1.0 - self.ratio_median) / self.per_second.max(1) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RefreshCost;
+
+    #[test]
+    fn each_window_with_the_refresh_is_compared_with_its_neighbours_alone() {
+        // A rate drifting down from 10 to 6 Mpps, with the refresh costing a tenth: three long
+        // windows would see the drift as cost, neighbours see the tenth in every pair.
+        let alone = [10.0, 9.0, 8.0, 7.0, 6.0];
+        let with = [0.9 * 9.5, 0.9 * 8.5, 0.9 * 7.5, 0.9 * 6.5];
+        let r = RefreshCost::from_windows(1, &alone, &with, 4, 400);
+        for ratio in [r.ratio_median, r.ratio_min, r.ratio_max] {
+            assert!((ratio - 0.9).abs() < 1e-12, "{r:?}");
+        }
+        assert_eq!(r.pairs, 4);
+        assert!((r.mpps_alone - 8.0).abs() < 1e-12);
+        assert!((r.mpps_with_refresh - 0.9 * 8.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn one_disturbed_window_moves_the_range_not_the_median() {
+        let alone = [5.0; 4];
+        let r = RefreshCost::from_windows(1, &alone, &[5.0, 2.5, 4.5], 3, 300);
+        assert_eq!((r.ratio_min, r.ratio_median, r.ratio_max), (0.5, 0.9, 1.0));
+        // An even count takes the mean of the middle two.
+        let r = RefreshCost::from_windows(1, &[5.0; 5], &[5.0, 2.5, 4.5, 4.0], 4, 400);
+        assert!((r.ratio_median - 0.85).abs() < 1e-12, "{r:?}");
+    }
+
+    #[test]
+    fn a_loss_at_ten_a_second_is_ten_times_the_loss_at_one() {
+        let r = RefreshCost::from_windows(10, &[5.0; 4], &[4.5; 3], 30, 3000);
+        assert!((r.scaled_to_once_a_second() - 0.99).abs() < 1e-12, "{r:?}");
+        let once = RefreshCost::from_windows(1, &[5.0; 4], &[4.5; 3], 3, 300);
+        assert!(
+            (once.scaled_to_once_a_second() - 0.9).abs() < 1e-12,
+            "{once:?}"
+        );
+    }
 }

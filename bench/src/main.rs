@@ -351,12 +351,12 @@ struct ControlResults {
     forwarding_mpps_during: f64,
     forwarding_mpps_before: f64,
     /// The worker's receive rate at [`METRICS_SUBSCRIBERS`] subscribers while the control
-    /// side does the metrics refresh's work once a second (as the appliance does), and
-    /// without (Mpps); the same at ten times a second.
-    metrics_refresh_mpps_during: f64,
-    metrics_refresh_mpps_before: f64,
-    metrics_refresh_10x_mpps_during: f64,
-    metrics_refresh_10x_mpps_before: f64,
+    /// side does the metrics refresh's work once a second (as the appliance does), against
+    /// the rate without; the same at ten times a second.
+    metrics_refresh: control::RefreshCost,
+    metrics_refresh_10x: control::RefreshCost,
+    /// The ten-a-second median scaled to once a second: the target's figure.
+    metrics_refresh_once_a_second_from_10x: f64,
 }
 
 /// Subscribers of the box whose metrics refresh is measured (issue 5: "a scrape of a box with
@@ -665,6 +665,9 @@ fn control_suite(
     );
     // At the appliance's rate (once a second), and ten times as often, where the cost (the
     // worker's gauge lines pulled away by the reads) is large enough to see on this machine.
+    // One-second windows with the refresh alternate with windows alone, twice as many pairs
+    // as the seconds a shaping case is measured.
+    let pairs = (2.0 * seconds).round().max(2.0) as usize;
     let refresh: Vec<(u64, control::RefreshCost)> = [1, 10]
         .into_iter()
         .map(|per_second| {
@@ -675,27 +678,40 @@ fn control_suite(
                 worker_core,
                 METRICS_SUBSCRIBERS,
                 per_second,
-                seconds,
+                pairs,
             );
             println!(
                 "  metrics refresh {per_second:>2} a second ({METRICS_SUBSCRIBERS} subscribers; each \
                  reads every gauge and asks for the 100 busiest subscribers' statistics; {} \
-                 refreshes, {} reports): forwarding {:.2} Mpps meanwhile, {:.2} Mpps without \
-                 ({:.3})",
+                 refreshes, {} reports): forwarding {:.2} Mpps meanwhile, {:.2} Mpps without; \
+                 each second with it over its neighbours without {:.3} (median of {}, {:.3} to \
+                 {:.3})",
                 r.refreshes,
                 r.reports,
                 r.mpps_with_refresh,
                 r.mpps_alone,
-                r.mpps_with_refresh / r.mpps_alone
+                r.ratio_median,
+                r.pairs,
+                r.ratio_min,
+                r.ratio_max
             );
             (per_second, r)
         })
         .collect();
     let r = refresh[0].1;
+    // Measured once a second, the loss is a fraction of a percent under a window-to-window
+    // noise of several here; ten a second shows ten times the loss, and the target takes a
+    // tenth of it (each refresh costs the same, see `scaled_to_once_a_second`).
+    let scaled = refresh[1].1.scaled_to_once_a_second();
+    println!(
+        "  metrics refresh once a second, from ten a second: {scaled:.4} of forwarding without \
+         (measured once a second: {:.3})",
+        r.ratio_median
+    );
     targets.push(Target::at_least(
-        "forwarding with the metrics refresh (once a second) / without",
+        "forwarding with the metrics refresh (once a second, from 10/s) / without",
         0.97,
-        r.mpps_with_refresh / r.mpps_alone,
+        scaled,
     ));
     if let Some(&s) = load_seconds.get(&1_000_000) {
         targets.push(Target::at_most(
@@ -718,10 +734,9 @@ fn control_suite(
         changes_per_second: c.changes_per_second,
         forwarding_mpps_during: c.mpps_during,
         forwarding_mpps_before: c.mpps_before,
-        metrics_refresh_mpps_during: r.mpps_with_refresh,
-        metrics_refresh_mpps_before: r.mpps_alone,
-        metrics_refresh_10x_mpps_during: refresh[1].1.mpps_with_refresh,
-        metrics_refresh_10x_mpps_before: refresh[1].1.mpps_alone,
+        metrics_refresh: r,
+        metrics_refresh_10x: refresh[1].1,
+        metrics_refresh_once_a_second_from_10x: scaled,
     }
 }
 

@@ -20,6 +20,7 @@
 //!   each window with it is compared with its two neighbours.
 
 use crate::generator::Generator;
+use crate::paired::Paired;
 use crate::run_pinned;
 use crate::shaped::{no_handoff, setup_with, subscribers, Rig, Shaping, RING_FRAMES};
 use serde::Serialize;
@@ -420,13 +421,8 @@ pub struct RefreshCost {
     /// all of them, Mpps.
     pub mpps_alone: f64,
     pub mpps_with_refresh: f64,
-    /// Each window with the refresh over the mean of its two neighbours alone: the median,
-    /// the lowest and the highest of these ratios.
-    pub ratio_median: f64,
-    pub ratio_min: f64,
-    pub ratio_max: f64,
-    /// Windows with the refresh.
-    pub pairs: usize,
+    /// Each window with the refresh over the mean of its two neighbours alone.
+    pub ratio: Paired,
     /// Refreshes done and reports the worker filled meanwhile.
     pub refreshes: u64,
     pub reports: usize,
@@ -442,27 +438,18 @@ impl RefreshCost {
         refreshes: u64,
         reports: usize,
     ) -> Self {
-        debug_assert_eq!(alone.len(), with.len() + 1);
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-        let mut ratios: Vec<f64> = with
-            .iter()
-            .zip(alone.windows(2))
-            .map(|(w, a)| w / ((a[0] + a[1]) / 2.0))
-            .collect();
-        ratios.sort_by(f64::total_cmp);
-        let median = match ratios.len() {
-            0 => f64::NAN,
-            k if k % 2 == 1 => ratios[k / 2],
-            k => (ratios[k / 2 - 1] + ratios[k / 2]) / 2.0,
+        let none = Paired {
+            median: f64::NAN,
+            min: f64::NAN,
+            max: f64::NAN,
+            pairs: 0,
         };
         RefreshCost {
             per_second,
             mpps_alone: mean(alone),
             mpps_with_refresh: mean(with),
-            ratio_median: median,
-            ratio_min: ratios.first().copied().unwrap_or(f64::NAN),
-            ratio_max: ratios.last().copied().unwrap_or(f64::NAN),
-            pairs: with.len(),
+            ratio: Paired::new(alone, with).unwrap_or(none),
             refreshes,
             reports,
         }
@@ -473,7 +460,7 @@ impl RefreshCost {
     /// for the same reports, 100 ms apart at the most), so a tenth of the loss at ten a
     /// second is the loss at one, and measured at ten, ten times above this host's noise.
     pub fn scaled_to_once_a_second(&self) -> f64 {
-        1.0 - (1.0 - self.ratio_median) / self.per_second.max(1) as f64
+        1.0 - (1.0 - self.ratio.median) / self.per_second.max(1) as f64
     }
 }
 
@@ -482,28 +469,11 @@ mod tests {
     use super::RefreshCost;
 
     #[test]
-    fn each_window_with_the_refresh_is_compared_with_its_neighbours_alone() {
-        // A rate drifting down from 10 to 6 Mpps, with the refresh costing a tenth: three long
-        // windows would see the drift as cost, neighbours see the tenth in every pair.
-        let alone = [10.0, 9.0, 8.0, 7.0, 6.0];
-        let with = [0.9 * 9.5, 0.9 * 8.5, 0.9 * 7.5, 0.9 * 6.5];
-        let r = RefreshCost::from_windows(1, &alone, &with, 4, 400);
-        for ratio in [r.ratio_median, r.ratio_min, r.ratio_max] {
-            assert!((ratio - 0.9).abs() < 1e-12, "{r:?}");
-        }
-        assert_eq!(r.pairs, 4);
-        assert!((r.mpps_alone - 8.0).abs() < 1e-12);
-        assert!((r.mpps_with_refresh - 0.9 * 8.0).abs() < 1e-12);
-    }
-
-    #[test]
-    fn one_disturbed_window_moves_the_range_not_the_median() {
-        let alone = [5.0; 4];
-        let r = RefreshCost::from_windows(1, &alone, &[5.0, 2.5, 4.5], 3, 300);
-        assert_eq!((r.ratio_min, r.ratio_median, r.ratio_max), (0.5, 0.9, 1.0));
-        // An even count takes the mean of the middle two.
-        let r = RefreshCost::from_windows(1, &[5.0; 5], &[5.0, 2.5, 4.5, 4.0], 4, 400);
-        assert!((r.ratio_median - 0.85).abs() < 1e-12, "{r:?}");
+    fn the_means_and_the_paired_ratio_come_from_the_windows() {
+        let r = RefreshCost::from_windows(1, &[10.0, 9.0, 8.0], &[0.9 * 9.5, 0.9 * 8.5], 2, 200);
+        assert!((r.ratio.median - 0.9).abs() < 1e-12, "{r:?}");
+        assert!((r.mpps_alone - 9.0).abs() < 1e-12);
+        assert!((r.mpps_with_refresh - 0.9 * 9.0).abs() < 1e-12);
     }
 
     #[test]

@@ -101,12 +101,14 @@ pub struct Pipes {
     pub traffic: Traffic,
 }
 
-/// Runs the case on `worker_core`: a warm-up second and `seconds` measured.
+/// Runs the case on `worker_core`: a warm-up second and `seconds` measured. `name` names its
+/// ports and scheduler, one per run in the process.
 pub fn run(
     eal: &'static Eal,
     hz: u64,
     pool: Mempool,
     worker_core: usize,
+    name: &str,
     case: Pipes,
     seconds: f64,
 ) -> CaseResult {
@@ -115,7 +117,7 @@ pub fn run(
         rate,
         traffic,
     } = case;
-    let (rig, mut ends) = Rig::new(eal, "sched", RING_FRAMES, 1, pool);
+    let (rig, mut ends) = Rig::new(eal, name, RING_FRAMES, 1, pool);
     let (tables, _) = subscribers(pipes, crate::shaped::Shaping::Rate(rate), 1);
     // The same buffer budget as sheetcake's worker: the pipes' queues together hold at most
     // QUEUED_BUDGET frames (rte_sched has no budget of its own, and with its default 64 frames
@@ -123,7 +125,7 @@ pub fn run(
     let queue_frames = 1u16 << (QUEUED_BUDGET / u64::from(pipes)).max(1).ilog2().min(15);
     let mut sched = SchedPort::new(
         eal,
-        "bench_sched",
+        &format!("bench_{name}"),
         &SchedConfig {
             port_rate: PORT_RATE.min(rate.saturating_mul(PORT_PER_PIPE_MAX)),
             pipes,

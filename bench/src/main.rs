@@ -345,8 +345,9 @@ struct Results {
 /// last: rte_sched, shaped, rte_sched, ... (see `paired.rs`).
 #[derive(Debug, Clone, Serialize)]
 struct SchedPairs {
-    /// The shaped runs that bound (Mpps per worker), and the `rte_sched` runs around them.
-    shaped_mpps: Vec<f64>,
+    /// The shaped runs (Mpps per worker; none for a run whose rates did not bind), and the
+    /// `rte_sched` runs around them, one more.
+    shaped_mpps: Vec<Option<f64>>,
     rte_sched_mpps: Vec<f64>,
     /// Shaped runs left out because their rates did not bind.
     unbound: usize,
@@ -1115,6 +1116,7 @@ fn shaping_suite(
         let rate = rate_for(base_mpps, 10_000, shaped::SHAPED_SHARE, base);
         let mut sched_runs = vec![first];
         let mut shaped_runs = Vec::new();
+        let mut ratios = Vec::new();
         let mut unbound = 0;
         for _ in 0..SCHED_PAIRS {
             let m = run(
@@ -1126,21 +1128,24 @@ fn shaping_suite(
                 "  {:<15} {:>8} pipes: rx {sched:>6.2} Mpps",
                 "(paired)", SCHED_PIPES
             );
-            // A run that did not bind is left out with the reference after it; the next
-            // pair's neighbours are the two references around its own run.
+            // A shaped run that did not bind is left out; the references around it stay,
+            // each the neighbour of the runs on its other side.
+            let before = *sched_runs.last().expect("the first reference");
+            sched_runs.push(sched);
             if m.result.bound == Some(true) {
-                shaped_runs.push(m.result.mpps / workers);
-                sched_runs.push(sched);
+                let mpps = m.result.mpps / workers;
+                shaped_runs.push(Some(mpps));
+                ratios.push(paired::neighbour_ratio(before, mpps, sched));
             } else {
                 unbound += 1;
-                *sched_runs.last_mut().expect("the first reference") = sched;
+                shaped_runs.push(None);
             }
         }
         sched_pairs = Some(SchedPairs {
-            shaped_mpps: shaped_runs.clone(),
-            rte_sched_mpps: sched_runs.clone(),
+            shaped_mpps: shaped_runs,
+            rte_sched_mpps: sched_runs,
             unbound,
-            ratio: paired::Paired::new(&sched_runs, &shaped_runs),
+            ratio: paired::Paired::from_ratios(ratios),
         });
     }
     let per_worker = if plan.workers() > 1 {

@@ -23,11 +23,17 @@ impl Paired {
     /// one after the last, in the order they ran. `None` without a measured window.
     pub fn new(reference: &[f64], measured: &[f64]) -> Option<Paired> {
         debug_assert_eq!(reference.len(), measured.len() + 1);
-        let mut ratios: Vec<f64> = measured
-            .iter()
-            .zip(reference.windows(2))
-            .map(|(m, r)| m / ((r[0] + r[1]) / 2.0))
-            .collect();
+        Paired::from_ratios(
+            measured
+                .iter()
+                .zip(reference.windows(2))
+                .map(|(&m, r)| neighbour_ratio(r[0], m, r[1]))
+                .collect(),
+        )
+    }
+
+    /// From ratios already taken with [`neighbour_ratio`].
+    pub fn from_ratios(mut ratios: Vec<f64>) -> Option<Paired> {
         ratios.sort_by(f64::total_cmp);
         let k = ratios.len();
         let median = match k {
@@ -42,6 +48,11 @@ impl Paired {
             pairs: k,
         })
     }
+}
+
+/// A measured window over the mean of the reference windows before and after it.
+pub fn neighbour_ratio(before: f64, measured: f64, after: f64) -> f64 {
+    measured / ((before + after) / 2.0)
 }
 
 #[cfg(test)]
@@ -69,5 +80,21 @@ mod tests {
         let p = Paired::new(&[5.0; 5], &[5.0, 2.5, 4.5, 4.0]).unwrap();
         assert!((p.median - 0.85).abs() < 1e-12, "{p:?}");
         assert_eq!(Paired::new(&[5.0], &[]), None);
+    }
+
+    #[test]
+    fn ratios_taken_one_by_one_agree_with_the_windows() {
+        use super::neighbour_ratio;
+        let reference = [4.0, 6.0, 5.0];
+        let measured = [4.5, 6.6];
+        let one_by_one = vec![
+            neighbour_ratio(4.0, 4.5, 6.0),
+            neighbour_ratio(6.0, 6.6, 5.0),
+        ];
+        assert_eq!(
+            Paired::from_ratios(one_by_one),
+            Paired::new(&reference, &measured)
+        );
+        assert!((neighbour_ratio(4.0, 4.5, 6.0) - 0.9).abs() < 1e-12);
     }
 }

@@ -349,8 +349,6 @@ struct SchedPairs {
     /// `rte_sched` runs around them, one more.
     shaped_mpps: Vec<Option<f64>>,
     rte_sched_mpps: Vec<f64>,
-    /// Shaped runs left out because their rates did not bind.
-    unbound: usize,
     /// Each shaped run over the mean of the `rte_sched` runs beside it; none when no shaped
     /// run bound.
     ratio: Option<paired::Paired>,
@@ -1117,7 +1115,6 @@ fn shaping_suite(
         let mut sched_runs = vec![first];
         let mut shaped_runs = Vec::new();
         let mut ratios = Vec::new();
-        let mut unbound = 0;
         let pairs = if args.quick { 1 } else { SCHED_PAIRS };
         for _ in 0..pairs {
             let m = run(
@@ -1138,14 +1135,12 @@ fn shaping_suite(
                 shaped_runs.push(Some(mpps));
                 ratios.push(paired::neighbour_ratio(before, mpps, sched));
             } else {
-                unbound += 1;
                 shaped_runs.push(None);
             }
         }
         sched_pairs = Some(SchedPairs {
             shaped_mpps: shaped_runs,
             rte_sched_mpps: sched_runs,
-            unbound,
             ratio: paired::Paired::from_ratios(ratios),
         });
     }
@@ -1208,12 +1203,16 @@ fn shaping_suite(
     match &sched_pairs {
         Some(SchedPairs {
             ratio: Some(p),
-            unbound,
+            shaped_mpps,
             ..
         }) => {
             println!(
-                "  shaped at 10,000 subscribers / rte_sched, in turns: {:.3} (median of {}, {:.3} to {:.3}; {unbound} shaped runs did not bind)",
-                p.median, p.pairs, p.min, p.max
+                "  shaped at 10,000 subscribers / rte_sched, in turns: {:.3} (median of {}, {:.3} to {:.3}; {} shaped runs did not bind)",
+                p.median,
+                p.pairs,
+                p.min,
+                p.max,
+                shaped_mpps.iter().filter(|m| m.is_none()).count()
             );
             targets.push(Target::at_least(name, SHAPED_VS_RTE_SCHED_TARGET, p.median));
         }

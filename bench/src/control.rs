@@ -350,6 +350,8 @@ pub fn refresh_cost(
         pool,
         worker_core,
     };
+    // At least one window with the refresh, so there is a ratio to take.
+    let pairs = pairs.max(1);
     with_loaded_worker(&name, at, n, 1.0, |l| {
         let (channel, gauges) = (l.channel, l.gauges);
         let every = l.hz / per_second.max(1);
@@ -359,11 +361,11 @@ pub fn refresh_cost(
         let mut alone = vec![l.mpps(&mut |_| {})];
         let mut with = Vec::with_capacity(pairs);
         for _ in 0..pairs {
-            // Each window with the refresh starts one at once. The appliance refreshes on its
-            // own control thread; here the generator's thread does it, in slices between
-            // rounds, so the worker's RX ring never runs dry meanwhile and what is measured
-            // is the worker's cost alone (its gauge lines read, reports filled).
-            // Exactly `per_second` refreshes a window, one every 1/per_second of it.
+            // Exactly `per_second` refreshes a window, the first at once, then one every
+            // 1/per_second of it. The appliance refreshes on its own control thread; here the
+            // generator's thread does it, in slices between rounds, so the worker's RX ring
+            // never runs dry meanwhile and what is measured is the worker's cost alone (its
+            // gauge lines read, reports filled).
             let mut next = tsc();
             let mut started = 0;
             let mut cursor: Option<usize> = None;
@@ -381,14 +383,14 @@ pub fn refresh_cost(
                     }
                     return;
                 };
-                let pairs = gauges.len() / 2;
-                let to = (from + REFRESH_SLICE).min(pairs);
+                let subscribers = gauges.len() / 2;
+                let to = (from + REFRESH_SLICE).min(subscribers);
                 busiest.extend((from..to).map(|local| {
                     let (d, u) = (&gauges[2 * local], &gauges[2 * local + 1]);
                     let bytes = d.arrived_bytes() + u.arrived_bytes();
                     (bytes + d.backlog_bytes() + u.backlog_bytes(), local as u32)
                 }));
-                if to < pairs {
+                if to < subscribers {
                     cursor = Some(to);
                     return;
                 }
@@ -430,7 +432,7 @@ pub struct RefreshCost {
 
 impl RefreshCost {
     /// From the windows alone (one more than `with`: one before each window with the refresh
-    /// and one after the last) and the windows with it, in the order they ran.
+    /// and one after the last) and the windows with it, at least one, in the order they ran.
     fn from_windows(
         per_second: u64,
         alone: &[f64],
@@ -438,18 +440,12 @@ impl RefreshCost {
         refreshes: u64,
         reports: usize,
     ) -> Self {
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-        let none = Paired {
-            median: f64::NAN,
-            min: f64::NAN,
-            max: f64::NAN,
-            pairs: 0,
-        };
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         RefreshCost {
             per_second,
             mpps_alone: mean(alone),
             mpps_with_refresh: mean(with),
-            ratio: Paired::new(alone, with).unwrap_or(none),
+            ratio: Paired::new(alone, with).expect("refresh_cost runs a window with it"),
             refreshes,
             reports,
         }

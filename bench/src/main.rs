@@ -343,7 +343,7 @@ struct Results {
 
 /// The shaped case at 10,000 subscribers run in turns with `rte_sched`, which runs first and
 /// last: rte_sched, shaped, rte_sched, ... (see `paired.rs`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Serialize)]
 struct SchedPairs {
     /// The shaped runs (Mpps per worker; none for a run whose rates did not bind), and the
     /// `rte_sched` runs around them, one more.
@@ -622,7 +622,7 @@ fn main() {
         machine,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         cases,
-        rte_sched_pairs: shaping.sched_pairs.clone(),
+        rte_sched_pairs: shaping.sched_pairs,
         memory: shaping.memory,
         control: Some(control),
         targets,

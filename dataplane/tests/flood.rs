@@ -5,10 +5,10 @@
 //! frames, far more than its plan, its CAKE memory limit and the worker's budget of queued
 //! frames together. Subscriber "quiet" receives a 100-byte probe every millisecond. The probes
 //! must all arrive, with the delay they have without the flood give or take the worker's
-//! extra work per loop; the flooded subscriber must get its plan rate (for the time its frames
-//! kept coming and the worker ran); the worker's budget is
-//! hit (so the test exercises the budget's victim choice: without it the probes would be
-//! refused with the flood) and every buffer comes back.
+//! extra work per loop; the flooded subscriber must get its plan rate (for the time its
+//! frames kept coming and the worker ran); the worker's budget is hit (so the test exercises
+//! the budget's victim choice: without it the probes would be refused with the flood) and
+//! every buffer comes back.
 
 use sheetcake_cake::{CakeConfig, InstanceSetup};
 use sheetcake_dataplane::dpdk::{tsc, Mbuf, MbufBuffer};
